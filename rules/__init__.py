@@ -1,0 +1,1 @@
+"""Parseltongue rules."""
