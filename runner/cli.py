@@ -1,1 +1,247 @@
-x=1
+"""`pt`: the click front end. Results go to stdout, logs and progress to stderr.
+
+Exit codes: 0 ok, 1 a gate or golden check failed, 2 bad usage or bad input, 3 internal error.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import golden as G
+from . import programs as P
+from .api import Pt, default_db, find_workspace
+from .errors import GateFailed, PtError, UsageError
+from .output import emit, echo_err
+
+
+class Ctx:
+    def __init__(self, workspace: str | None, db: str | None):
+        self.workspace_arg = workspace
+        self.db = db
+
+    @property
+    def workspace(self) -> Path:
+        return find_workspace(self.workspace_arg)
+
+    def open(self, init: bool = True) -> Pt:
+        return Pt.open(self.workspace, self.db, init=init)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-C", "--workspace", metavar="DIR", help="Workspace root (default: nearest with .parseltongue/, else cwd).")
+@click.option("--db", metavar="PATH", help="Graph database: a sqlite file or `mem` (default $PT_DB or .parseltongue/graph.db).")
+@click.version_option(package_name="parseltongue", prog_name="pt")
+@click.pass_context
+def cli(ctx: click.Context, workspace: str | None, db: str | None) -> None:
+    """Parseltongue: an interface graph of a cargo workspace, and safe minimal fixes."""
+    if workspace and not Path(workspace).is_dir():
+        raise UsageError(f"workspace {workspace} is not a directory")
+    ctx.obj = Ctx(workspace, db)
+
+
+# ------------------------------------------------------------------ init / status
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_ctx
+def init(c: Ctx, as_json: bool) -> None:
+    """Create the graph database, or migrate it to this pt's schema (idempotent)."""
+    with c.open(init=False) as pt:
+        before = pt.current_rev()
+        if before > pt.latest_rev():
+            raise UsageError(f"database schema rev {before} is newer than this pt (rev {pt.latest_rev()})")
+        applied = pt.migrate()
+        doc = {"workspace": str(pt.workspace), "db": pt.store.path or "mem", "schema_rev_before": before,
+               "schema_rev": pt.current_rev(), "applied": applied}
+    if as_json:
+        emit(doc, True)
+    elif applied:
+        click.echo(f"initialised {doc['db']} (schema rev {before} -> {doc['schema_rev']}: {', '.join(applied)})")
+    else:
+        click.echo(f"{doc['db']} is up to date (schema rev {doc['schema_rev']})")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_ctx
+def status(c: Ctx, as_json: bool) -> None:
+    """Schema revision and row counts of the graph."""
+    with c.open() as pt:
+        counts = {r["relation"]: r["rows"] for r in pt.query("meta.status")}
+        doc = {"workspace": str(pt.workspace), "db": pt.store.path or "mem", "engine": pt.store.engine,
+               "schema_rev": pt.current_rev(), "rows": dict(sorted(counts.items()))}
+    if as_json:
+        emit(doc, True)
+        return
+    click.echo(f"workspace  {doc['workspace']}\ndatabase   {doc['db']} ({doc['engine']}, schema rev {doc['schema_rev']})")
+    for rel, n in doc["rows"].items():
+        click.echo(f"  {rel:<20} {n:>9}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_ctx
+def doctor(c: Ctx, as_json: bool) -> None:
+    """Check cargo, rustc, rust-analyzer and the database; say what to do about what is missing."""
+    from .doctor import run_checks
+
+    checks = run_checks(c)
+    if as_json:
+        emit({"checks": checks, "ok": all(ch["ok"] or not ch["required"] for ch in checks)}, True)
+    else:
+        for ch in checks:
+            mark = "ok " if ch["ok"] else ("ERR" if ch["required"] else "-- ")
+            click.echo(f"[{mark}] {ch['name']:<14} {ch['detail']}")
+            if not ch["ok"] and ch.get("fix"):
+                click.echo(f"      {'':<14} fix: {ch['fix']}")
+    if not all(ch["ok"] or not ch["required"] for ch in checks):
+        raise SystemExit(1)
+
+
+# ------------------------------------------------------------------ programs
+
+@cli.group()
+def rules() -> None:
+    """Inspect rule programs."""
+
+
+@rules.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_ctx
+def rules_ls(c: Ctx, as_json: bool) -> None:
+    """List every program with its summary and params."""
+    registry = P.Registry(c.workspace)
+    progs = [p.describe() for _, p in sorted(registry.all().items())]
+    if as_json:
+        emit({"programs": progs}, True)
+        return
+    for p in progs:
+        params = " ".join(
+            f"{n}{'' if spec['required'] else '?'}:{spec['type']}" for n, spec in p["params"].items())
+        ro = "ro" if not p["writes"] else "rw"
+        click.echo(f"{p['id']:<34} {ro}  {p['summary']}")
+        if params:
+            click.echo(f"{'':<38}params: {params}")
+
+
+def _pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"{what} {item!r} must look like key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A $param (repeatable).")
+@click.option("--params-json", metavar="JSON", help="All params as one JSON object.")
+@click.option("-v", "--var", "vars_", multiple=True, metavar="KEY=VALUE", help="A Jinja var (identifiers, numbers, booleans, lists).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_ctx
+def query(c: Ctx, name: str, params: tuple, params_json: str | None, vars_: tuple, as_json: bool) -> None:
+    """Run the program NAME (an id like retrieval.two_hop, or a unique suffix like two_hop)."""
+    given: dict[str, Any] = _pairs(params, "param")
+    from_json: dict[str, Any] = {}
+    if params_json:
+        try:
+            from_json = json.loads(params_json)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--params-json is not valid JSON: {exc.msg}") from None
+        if not isinstance(from_json, dict):
+            raise UsageError("--params-json must be a JSON object")
+    vars_d = {k: P.parse_cli_var(v) for k, v in _pairs(vars_, "var").items()}
+    with c.open() as pt:
+        prog = pt.registry.get(name)
+        # CLI strings are coerced by declared type; JSON values must already have the right type.
+        merged = {**P.coerce_cli_params(prog, given), **from_json}
+        res = pt.run(prog.id, merged, vars_d)
+    if as_json:
+        emit({"program": prog.id, "headers": res.headers, "rows": res.dicts()}, True)
+    else:
+        emit(res, False)
+
+
+@cli.command("compile")
+@click.argument("name")
+@click.option("-v", "--var", "vars_", multiple=True, metavar="KEY=VALUE")
+@pass_ctx
+def compile_cmd(c: Ctx, name: str, vars_: tuple) -> None:
+    """Render NAME and write it to .parseltongue/target/compiled/ID.cozo (path on stdout)."""
+    vars_d = {k: P.parse_cli_var(v) for k, v in _pairs(vars_, "var").items()}
+    with c.open(init=False) as pt:
+        _, _, out = pt.compile(name, vars_d)
+    click.echo(str(out))
+
+
+@cli.command("test")
+@click.argument("path", required=False)
+@click.option("--update", is_flag=True, help="Rewrite .expected files from the actual output.")
+@click.option("--engine", type=click.Choice(["mem", "sqlite"]), default="mem", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def test_cmd(c: Ctx, path: str | None, update: bool, engine: str, as_json: bool) -> None:
+    """Run golden cases (all, or those under PATH / of a program id)."""
+    registry = P.Registry(c.workspace)
+    roots = [r for r in (G.GOLDEN_ROOT, c.workspace / ".parseltongue" / "golden") if r.is_dir()]
+    only = path
+    if path and Path(path).is_dir():
+        roots, only = [Path(path).resolve()], None
+        # a directory below a golden root: its program id prefix is the relative path
+        for r in (G.GOLDEN_ROOT, c.workspace / ".parseltongue" / "golden"):
+            if r.is_dir() and Path(path).resolve().is_relative_to(r.resolve()):
+                rel = Path(path).resolve().relative_to(r.resolve())
+                roots, only = [r], ".".join(rel.parts) or None
+    cases = [case for r in roots for case in G.discover(r, registry.all(), only)]
+    if not cases:
+        raise UsageError(f"no golden cases found{' for ' + path if path else ''}")
+    outcomes = G.run_all(cases, engine, update, G.default_fixture_loader(), registry)
+    failed = [o for o in outcomes if not o.ok]
+    if as_json:
+        emit({"engine": engine, "cases": len(outcomes), "failed": [
+            {"case": o.case.label, "message": o.message, "actual": str(o.case.actual_path)} for o in failed]}, True)
+    else:
+        for o in outcomes:
+            echo_err(f"{'ok  ' if o.ok else 'FAIL'} {o.case.label}" + (f"  ({o.message})" if o.message else ""))
+        click.echo(f"{len(outcomes) - len(failed)}/{len(outcomes)} golden cases passed on {engine}"
+                   + (" (expected files updated)" if update else ""))
+    if failed:
+        raise GateFailed(f"{len(failed)} golden case(s) failed; see the .actual files beside them")
+
+
+# ------------------------------------------------------------------ entry point
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="pt", standalone_mode=False)
+    except click.exceptions.Abort:
+        echo_err("pt: aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except PtError as exc:
+        echo_err(f"pt: {'error' if exc.exit_code != 1 else 'failed'}: {exc.message}")
+        sys.exit(exc.exit_code)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        echo_err("pt: interrupted")
+        sys.exit(130)
+    except BaseException as exc:  # noqa: BLE001 - the promise is no tracebacks, ever
+        if os.environ.get("PT_DEBUG"):
+            traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0]
+        echo_err(f"pt: internal error: {type(exc).__name__}: {first} (set PT_DEBUG=1 for a traceback)")
+        sys.exit(3)

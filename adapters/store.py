@@ -1,0 +1,115 @@
+"""The one module that talks to Cozo.
+
+Every Cozo call in pt goes through `Store`, so the pinned cozo-embedded 0.7.6 is confined here and
+its failure modes (QueryException, and Rust panics surfacing as `BaseException`) become `StoreError`
+with a readable message and, when Cozo gives one, the byte offset of the problem in the script.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pycozo.client import Client, QueryException
+
+ENGINES = ("sqlite", "mem")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class StoreError(Exception):
+    """A Cozo error, with the offending byte offset in the script when known."""
+
+    def __init__(self, message: str, offset: int | None = None, code: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+        self.code = code
+
+
+class StoreLocked(StoreError):
+    """Another process holds the database."""
+
+
+@dataclass
+class Result:
+    headers: list[str]
+    rows: list[list[Any]]
+    extra: dict = field(default_factory=dict)
+
+    def dicts(self) -> list[dict]:
+        return [dict(zip(self.headers, r)) for r in self.rows]
+
+
+def _error_from(exc: BaseException) -> StoreError:
+    if isinstance(exc, QueryException) and hasattr(exc.resp, "get"):
+        resp = exc.resp
+        msg = _ANSI.sub("", resp.get("message") or str(resp)).strip()
+        offset = None
+        for label in resp.get("labels") or []:
+            span = label.get("span") or {}
+            if "offset" in span:
+                offset = span["offset"]
+                break
+        causes = [c.get("message", "") if isinstance(c, dict) else str(c) for c in resp.get("causes") or []]
+        if causes:
+            msg += " (" + "; ".join(c for c in causes if c) + ")"
+        code = resp.get("code") or ""
+        if "locked" in msg.lower() or "busy" in msg.lower():
+            return StoreLocked(f"database is locked by another process: {msg}", offset, code)
+        return StoreError(msg, offset, code)
+    # Cozo's parser can panic (e.g. `%return { query }`); pyo3 raises PanicException, a BaseException.
+    text = _ANSI.sub("", str(exc)).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    return StoreError(f"cozo failed: {first}")
+
+
+class Store:
+    """An open Cozo database (sqlite file or in-memory)."""
+
+    def __init__(self, engine: str = "sqlite", path: str | os.PathLike = ""):
+        if engine not in ENGINES:
+            raise StoreError(f"unknown engine {engine!r} (use one of {', '.join(ENGINES)})")
+        self.engine = engine
+        self.path = str(path) if engine == "sqlite" else ""
+        if engine == "sqlite":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = Client(engine, self.path, dataframe=False)
+        except BaseException as exc:  # noqa: BLE001 - see _error_from
+            err = _error_from(exc)
+            raise StoreError(f"cannot open {engine} database {self.path}: {err.message}") from None
+
+    def run(self, script: str, params: dict | None = None, immutable: bool = False) -> Result:
+        try:
+            out = self._db.run(script, params or {}, immutable=immutable)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - panics are BaseException
+            raise _error_from(exc) from None
+        return Result(out.get("headers", []), out.get("rows", []))
+
+    def relations(self) -> dict[str, list[tuple[str, str, bool]]]:
+        """name -> [(column, type, is_key)] for every stored relation."""
+        names = [r[0] for r in self.run("::relations").rows]
+        out = {}
+        for name in names:
+            if name.startswith("pt_tmp_"):
+                continue
+            cols = self.run(f"::columns {name}").dicts()
+            out[name] = [(c["column"], c["type"], bool(c["is_key"])) for c in cols]
+        return out
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        except BaseException:  # noqa: BLE001 - closing must not mask the real error
+            pass
+
+
+def open_store(target: str | os.PathLike) -> Store:
+    """`mem` for an in-memory store, anything else is a sqlite file path."""
+    if str(target) == "mem":
+        return Store("mem")
+    return Store("sqlite", target)

@@ -1,0 +1,147 @@
+"""The Python API that mirrors the CLI: open a workspace's graph and run named programs.
+
+    from parseltongue.runner.api import Pt
+    with Pt.open("path/to/ws") as pt:
+        rows = pt.query("two_hop", seeds=["fn:src/lib.rs::main"])
+
+Tests, flows and the agent server all call `Pt.run`, the same code path as `pt query`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..adapters.store import Result, Store, StoreError, StoreLocked, open_store
+from . import programs as P
+from .errors import GateFailed, UsageError
+
+STATE_DIR = ".parseltongue"
+
+
+def find_workspace(start: str | os.PathLike | None = None) -> Path:
+    """The nearest directory at or above `start` holding `.parseltongue/`, else `start` itself."""
+    base = Path(start or os.getcwd()).resolve()
+    if not base.is_dir():
+        raise UsageError(f"workspace {base} is not a directory")
+    for d in (base, *base.parents):
+        if (d / STATE_DIR).is_dir():
+            return d
+    return base
+
+
+def default_db(workspace: Path) -> str:
+    return os.environ.get("PT_DB") or str(workspace / STATE_DIR / "graph.db")
+
+
+class Pt:
+    """A workspace, its program registry and its open store."""
+
+    def __init__(self, workspace: Path, store: Store):
+        self.workspace = workspace
+        self.store = store
+        self.registry = P.Registry(workspace)
+
+    @classmethod
+    def open(cls, workspace: str | os.PathLike | None = None, db: str | None = None,
+             init: bool = True) -> "Pt":
+        ws = find_workspace(workspace)
+        target = db or default_db(ws)
+        try:
+            store = open_store(target)
+        except StoreLocked as exc:
+            raise UsageError(exc.message) from None
+        except StoreError as exc:
+            raise UsageError(exc.message) from None
+        pt = cls(ws, store)
+        if init:
+            pt.ensure_schema()
+        return pt
+
+    def __enter__(self) -> "Pt":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ------------------------------------------------------------ schema
+
+    def schema_programs(self) -> list[P.Program]:
+        progs = [p for p in self.registry.all().values() if p.schema_rev is not None]
+        return sorted(progs, key=lambda p: p.schema_rev)
+
+    def latest_rev(self) -> int:
+        return max((p.schema_rev for p in self.schema_programs()), default=0)
+
+    def current_rev(self) -> int:
+        if "pt_meta" not in self.relation_names():
+            return 0
+        rows = self.store.run("?[v] := *pt_meta{key: 'schema_rev', value: v}", immutable=True).rows
+        return int(rows[0][0]) if rows else 0
+
+    def relation_names(self) -> set[str]:
+        return {r[0] for r in self.store.run("::relations", immutable=True).rows}
+
+    def migrate(self) -> list[str]:
+        """Apply every schema program newer than the database, each in one transaction."""
+        current, applied = self.current_rev(), []
+        for prog in self.schema_programs():
+            if prog.schema_rev > current:
+                self.run(prog.id)
+                applied.append(prog.id)
+        return applied
+
+    def ensure_schema(self) -> None:
+        """A fresh database is initialised; an older one must be migrated explicitly."""
+        current = self.current_rev()
+        if current == 0:
+            self.migrate()
+        elif current < self.latest_rev():
+            raise UsageError(f"database schema rev {current} is older than this pt (rev {self.latest_rev()}): "
+                             f"run `pt init` to migrate it")
+        elif current > self.latest_rev():
+            raise UsageError(f"database schema rev {current} is newer than this pt (rev {self.latest_rev()}): "
+                             f"upgrade parseltongue")
+
+    # ------------------------------------------------------------ programs
+
+    def compiled_path(self, prog: P.Program) -> Path:
+        return self.workspace / STATE_DIR / "target" / "compiled" / f"{prog.id}.cozo"
+
+    def compile(self, name: str, vars: dict | None = None) -> tuple[P.Program, str, Path]:
+        prog = self.registry.get(name)
+        script = P.render(self.registry, prog, P.bind_vars(prog, vars or {}))
+        out = self.compiled_path(prog)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(script, encoding="utf-8")
+        return prog, script, out
+
+    def run(self, name: str, params: dict | None = None, vars: dict | None = None,
+            from_cli: bool = False) -> Result:
+        """Run a named program; values only as `$params`, read-only programs immutably."""
+        prog = self.registry.get(name)
+        bound = P.bind_params(prog, params or {}, from_cli=from_cli)
+        script = P.render(self.registry, prog, P.bind_vars(prog, vars or {}))
+        P.check_access(prog, script, self.relation_names())
+        try:
+            return self.store.run(script, bound, immutable=prog.read_only)
+        except StoreError as exc:
+            raise self._explain(prog, script, vars, exc) from None
+
+    def query(self, program: str, /, **params: Any) -> list[dict]:
+        """Rows as dicts; use `run` to pass Jinja vars."""
+        return self.run(program, params).dicts()
+
+    def _explain(self, prog: P.Program, script: str, vars: dict | None, exc: StoreError) -> Exception:
+        where = str(prog.path)
+        if exc.offset is not None:
+            _, _, out = self.compile(prog.id, vars)
+            where = f"{out}:{P.line_of(script, exc.offset)}"
+        if exc.code.startswith("eval::assert_"):
+            return GateFailed(f"{prog.id}: gate failed: {exc.message}")
+        if isinstance(exc, StoreLocked):
+            return UsageError(exc.message)
+        return UsageError(f"{where}: {prog.id}: {exc.message}")

@@ -1,0 +1,197 @@
+"""Golden tests of rule programs: `golden/<program path>/<case>.yaml` -> `<case>.expected`.
+
+A case names its inputs; the program runs on a fresh store and its canonical output is compared
+with `.expected`. A failure leaves `<case>.actual` beside it; `pt test --update` rewrites expected.
+
+Case keys (all optional):
+  params / vars      passed to the program as in `pt query`
+  facts              {relation: [ {column: value, ...}, ... ]} loaded before the run
+  fixture            a workspace under tests/fixtures/ ingested before the run
+  dump               relations whose full contents are appended to the output (for writers)
+  schema             true: append every relation's columns (for schema programs)
+  setup              [[program, params], ...] run before the program (e.g. a proposal before a flip)
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from ..adapters.store import open_store
+from .api import Pt
+from .errors import PtError, UsageError
+from .programs import PACKAGE_ROOT, Program, Registry
+
+GOLDEN_ROOT = PACKAGE_ROOT / "golden"
+FIXTURES_ROOT = PACKAGE_ROOT / "tests" / "fixtures"
+
+
+@dataclass
+class Case:
+    program: str
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def expected_path(self) -> Path:
+        return self.path.with_suffix(".expected")
+
+    @property
+    def actual_path(self) -> Path:
+        return self.path.with_suffix(".actual")
+
+    @property
+    def label(self) -> str:
+        return f"{self.program}/{self.name}"
+
+
+@dataclass
+class Outcome:
+    case: Case
+    ok: bool
+    actual: str
+    message: str = ""
+
+
+def discover(root: Path, registry_programs: dict[str, Program], only: str | None = None) -> list[Case]:
+    """Cases under `root`; a case belongs to the program whose id matches its directory."""
+    cases = []
+    for path in sorted(root.rglob("*.yaml")):
+        pid = ".".join(path.parent.relative_to(root).parts)
+        if pid not in registry_programs:
+            raise UsageError(f"{path}: no program {pid!r} for this golden case")
+        if only and not (pid == only or pid.startswith(only + ".") or str(path).startswith(only)
+                         or pid.endswith("." + only)):
+            continue
+        cases.append(Case(pid, path))
+    return cases
+
+
+def _canon(value: Any) -> Any:
+    if isinstance(value, float):
+        r = round(value, 6)
+        return 0.0 if r == 0 else r
+    if isinstance(value, list):
+        return [_canon(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _canon(v) for k, v in sorted(value.items())}
+    return value
+
+
+def _rows_block(headers: list[str], rows: list[list[Any]], ordered: bool) -> list[str]:
+    canon = [_canon(r) for r in rows]
+    if not ordered:
+        canon.sort(key=lambda r: json.dumps(r, sort_keys=True))
+    lines = ["headers: " + json.dumps(headers)]
+    lines += ["  " + json.dumps(r, sort_keys=True, ensure_ascii=False) for r in canon]
+    return lines
+
+
+def load_facts(pt: Pt, facts: dict[str, list[dict]]) -> None:
+    """Rows as dicts; missing columns take the schema default. One transaction per relation."""
+    for rel, rows in (facts or {}).items():
+        if not rows:
+            continue
+        cols = sorted({c for r in rows for c in r})
+        data = [[r.get(c) for c in cols] for r in rows]
+        missing = [i for i, r in enumerate(rows) if set(r) != set(cols)]
+        if missing:
+            raise UsageError(f"facts for {rel}: every row must name the same columns (row {missing[0]} differs)")
+        pt.store.run(f"?[{', '.join(cols)}] <- $rows :put {rel} {{{', '.join(cols)}}}", {"rows": data})
+
+
+def run_case(case: Case, engine: str = "mem", fixture_loader: Callable | None = None,
+             registry: Registry | None = None) -> Outcome:
+    """Run one case on a fresh store; `registry` is the program set of the invoking workspace."""
+    spec = yaml.safe_load(case.path.read_text(encoding="utf-8")) or {}
+    with tempfile.TemporaryDirectory(prefix="pt-golden-") as tmp:
+        store = open_store("mem" if engine == "mem" else str(Path(tmp) / "graph.db"))
+        ws = Path(tmp) / "ws"
+        ws.mkdir()
+        pt = Pt(ws, store)
+        pt.registry = registry or Registry(None)
+        try:
+            actual = _execute(pt, case, spec, fixture_loader)
+        finally:
+            pt.close()
+    expected = case.expected_path.read_text(encoding="utf-8") if case.expected_path.exists() else None
+    if expected == actual:
+        return Outcome(case, True, actual)
+    msg = "no .expected file (run `pt test --update`)" if expected is None else "output differs from .expected"
+    return Outcome(case, False, actual, msg)
+
+
+def _execute(pt: Pt, case: Case, spec: dict, fixture_loader: Callable | None) -> str:
+    prog = pt.registry.get(case.program)
+    # Schema programs are tested by applying the revisions before them, then themselves.
+    for sp in pt.schema_programs():
+        if prog.schema_rev is None or sp.schema_rev < prog.schema_rev:
+            pt.run(sp.id)
+    if spec.get("fixture"):
+        if fixture_loader is None:
+            raise UsageError(f"{case.path}: fixture cases need the ingest flow")
+        fixture_loader(pt, FIXTURES_ROOT / spec["fixture"])
+    load_facts(pt, spec.get("facts") or {})
+    for step in spec.get("setup") or []:
+        pt.run(step[0], step[1] if len(step) > 1 else {})
+    out: list[str] = [f"# program: {prog.id}"]
+    try:
+        res = pt.run(prog.id, spec.get("params") or {}, spec.get("vars") or {})
+        out += ["# result"] + _rows_block(res.headers, res.rows, prog.ordered)
+    except PtError as exc:
+        # Gate failures are part of a program's contract; the message is the output.
+        msg = exc.message.replace(str(pt.workspace), "<ws>").replace(str(PACKAGE_ROOT), "<pt>")
+        out += [f"# error (exit {exc.exit_code})", msg]
+    for rel in spec.get("dump") or []:
+        res = pt.store.run(f"?[{', '.join(_columns(pt, rel))}] := *{rel}{{{', '.join(_columns(pt, rel))}}}")
+        out += [f"# relation {rel}"] + _rows_block(res.headers, res.rows, False)
+    if spec.get("schema"):
+        out.append("# schema")
+        for name, cols in sorted(pt.store.relations().items()):
+            keys = ", ".join(f"{c}: {t}" for c, t, k in cols if k)
+            vals = ", ".join(f"{c}: {t}" for c, t, k in cols if not k)
+            out.append(f"  {name} {{{keys} => {vals}}}")
+    return "\n".join(out) + "\n"
+
+
+def _columns(pt: Pt, rel: str) -> list[str]:
+    return [c["column"] for c in pt.store.run(f"::columns {rel}").dicts()]
+
+
+def run_all(cases: list[Case], engine: str, update: bool, fixture_loader: Callable | None = None,
+            registry: Registry | None = None) -> list[Outcome]:
+    outcomes = []
+    for case in cases:
+        outcome = run_case(case, engine, fixture_loader, registry)
+        if update:
+            case.expected_path.write_text(outcome.actual, encoding="utf-8")
+            case.actual_path.unlink(missing_ok=True)
+            outcome = Outcome(case, True, outcome.actual, "updated")
+        elif outcome.ok:
+            case.actual_path.unlink(missing_ok=True)
+        else:
+            case.actual_path.write_text(outcome.actual, encoding="utf-8")
+        outcomes.append(outcome)
+    return outcomes
+
+
+def default_fixture_loader() -> Callable | None:
+    """Fixture cases ingest a workspace from tests/fixtures/ into the case's store."""
+    try:
+        from .ingest import ingest
+    except ImportError:
+        return None
+
+    def load(pt: Pt, path: Path) -> None:
+        if not path.is_dir():
+            raise UsageError(f"no fixture workspace {path}")
+        ingest(path, pt.store)
+
+    return load

@@ -1,0 +1,61 @@
+"""Shared test helpers: run the real `pt` entry point in-process and capture its streams."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from parseltongue.runner.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def pt(capsys):
+    """pt(*args) -> Run, through the same main() as the console script."""
+
+    def run(*args: str) -> Run:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        cap = capsys.readouterr()
+        return Run(code, cap.out, cap.err)
+
+    return run
+
+
+@pytest.fixture
+def ws(tmp_path):
+    """An empty workspace with a .parseltongue/ state dir."""
+    (tmp_path / ".parseltongue").mkdir()
+    return tmp_path
+
+
+def write_rule(ws: Path, rel: str, text: str) -> Path:
+    path = ws / ".parseltongue" / "rules" / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def pt_subprocess(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "pt"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
