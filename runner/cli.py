@@ -75,16 +75,23 @@ def init(c: Ctx, as_json: bool) -> None:
 @pass_ctx
 def status(c: Ctx, as_json: bool) -> None:
     """Schema revision and row counts of the graph."""
+    from .watch import stale_files
+
     with c.open() as pt:
         counts = {r["relation"]: r["rows"] for r in pt.query("meta.status")}
+        stale = stale_files(pt)
         doc = {"workspace": str(pt.workspace), "db": pt.store.path or "mem", "engine": pt.store.engine,
-               "schema_rev": pt.current_rev(), "rows": dict(sorted(counts.items()))}
+               "schema_rev": pt.current_rev(), "rows": dict(sorted(counts.items())),
+               "stale_files": {k: len(v) for k, v in stale.items()}}
     if as_json:
         emit(doc, True)
         return
     click.echo(f"workspace  {doc['workspace']}\ndatabase   {doc['db']} ({doc['engine']}, schema rev {doc['schema_rev']})")
     for rel, n in doc["rows"].items():
         click.echo(f"  {rel:<20} {n:>9}")
+    st = doc["stale_files"]
+    click.echo(f"stale files: {sum(st.values())} ({st['new']} new, {st['changed']} changed, {st['deleted']} deleted)"
+               + ("; run `pt ingest`" if sum(st.values()) else ""))
 
 
 @cli.command()
@@ -105,6 +112,44 @@ def doctor(c: Ctx, as_json: bool) -> None:
                 click.echo(f"      {'':<14} fix: {ch['fix']}")
     if not all(ch["ok"] or not ch["required"] for ch in checks):
         raise SystemExit(1)
+
+
+# ------------------------------------------------------------------ ingest / watch
+
+@cli.command("ingest")
+@click.argument("paths", nargs=-1)
+@click.option("--no-cargo", is_flag=True, help="Not a cargo workspace: ingest .rs files by path alone.")
+@click.option("-j", "--jobs", type=int, default=None, help="Parser processes (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_ctx
+def ingest_cmd(c: Ctx, paths: tuple, no_cargo: bool, jobs: int | None, as_json: bool) -> None:
+    """Bring the graph up to date with the workspace (or just PATHS); unchanged files are skipped."""
+    from .ingest import ingest
+
+    with c.open() as pt:
+        report = ingest(pt.workspace, pt.store, paths=list(paths) or None, use_cargo=not no_cargo,
+                        progress=sys.stderr.isatty() and not as_json, jobs=jobs)
+    for rel, why in report.files_skipped:
+        echo_err(f"pt: skipped {rel}: {why}")
+    if as_json:
+        emit(report.as_dict(), True)
+        return
+    click.echo(f"{report.files_total} files: {report.files_parsed} parsed, {report.files_unchanged} unchanged, "
+               f"{report.files_removed} removed, {len(report.files_skipped)} skipped; "
+               f"{report.nodes} nodes, {report.edges} edges in {report.elapsed_s:.2f}s")
+
+
+@cli.command()
+@click.option("--no-cargo", is_flag=True, help="Not a cargo workspace: watch .rs files by path alone.")
+@click.option("--debounce", type=float, default=0.3, show_default=True, help="Seconds of quiet before re-ingesting.")
+@click.option("--interval", type=float, default=0.5, show_default=True, help="Seconds between scans.")
+@pass_ctx
+def watch(c: Ctx, no_cargo: bool, debounce: float, interval: float) -> None:
+    """Keep the graph current until interrupted (Ctrl-C)."""
+    from .watch import watch_workspace
+
+    with c.open() as pt:
+        watch_workspace(pt, use_cargo=not no_cargo, debounce=debounce, interval=interval)
 
 
 # ------------------------------------------------------------------ programs

@@ -59,6 +59,8 @@ def run_checks(ctx) -> list[dict[str, Any]]:
             where = f"{pt.store.path or 'mem'} ({pt.store.engine})"
         if rev == latest:
             checks.append(_check("database", True, f"{where}, schema rev {rev}"))
+        elif rev == 0:
+            checks.append(_check("database", True, f"{where}, empty (created on first use or by `pt init`)"))
         else:
             checks.append(_check("database", False, f"{where}, schema rev {rev} (this pt: {latest})", "run `pt init`"))
     except Exception as exc:  # noqa: BLE001

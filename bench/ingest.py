@@ -1,0 +1,638 @@
+#!/usr/bin/env python3
+"""Ingest benchmark: `pt ingest` on >= 1M lines of real Rust, next to its floors.
+
+The corpus is a set of Debian `librust-*-dev` packages (bench/ingest_crates.txt, installed by
+bench/setup_corpus.sh) whose crate sources sit in /usr/share/cargo/registry/. They are laid out
+as ONE cargo workspace in a scratch directory, so `pt` sees what a user's large workspace looks
+like: many members, `cargo metadata` that resolves offline, .gitignore files, build scripts.
+
+Measured in one run (DESIGN.md §5 asks for ratios measured together):
+  * lines / files of the members' .rs files (.gitignore honoured, target/ skipped),
+  * bare tree-sitter parse of those files, one process, `parser.parse(bytes)` only: the floor,
+  * universal-ctags `-R` over the same tree, for comparison,
+  * cold `pt ingest` (CLI) wall time, its ratio to the bare parse, peak memory,
+  * no-change re-ingest (CLI),
+  * node / edge counts by kind (`pt query counts`),
+  * latency of one edited file reaching the graph (in-process `ingest(paths=[...])`), p50/p95.
+
+Every figure printed is measured in this run; parts that cannot run say so and why.
+
+Usage:
+  bench/setup_corpus.sh                       # once per machine (root; apt)
+  .venv/bin/python bench/ingest.py            # plain text
+  .venv/bin/python bench/ingest.py --json     # one JSON object on stdout
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_CRATES = HERE / "ingest_crates.txt"
+DEFAULT_WS = Path("/tmp/pt-bench/ingest-ws")
+REGISTRY = Path("/usr/share/cargo/registry")
+# Written into the scratch workspace so we only ever delete a directory this script made.
+MARKER = ".pt-bench-ws"
+
+# DESIGN.md §5 targets, printed next to the measurements.
+TARGET_COLD_RATIO = 3.0      # cold ingest <= 3x bare tree-sitter parse
+TARGET_NOCHANGE_S = 2.0      # no-change re-ingest < 2 s
+TARGET_ONE_FILE_P95_MS = 100.0  # one changed file reflected in the graph, p95 < 100 ms
+
+
+def log(msg: str) -> None:
+    """Progress goes to stderr so `--json` keeps stdout machine-readable."""
+    print(f"[ingest-bench] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Corpus: apt package -> crate directory in the Debian registry
+# --------------------------------------------------------------------------------------------
+
+def read_package_list(path: Path) -> list[str]:
+    """Workspace members: one apt package per line. Lines starting with `dep:` name packages that
+    only have to be installed for `cargo metadata` to resolve (bench/setup_corpus.sh reads them)."""
+    pkgs = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("dep:"):
+            pkgs.append(line)
+    return pkgs
+
+
+def crate_dir_of(pkg: str) -> Path:
+    """The registry directory a librust-*-dev package installed (dpkg knows; names don't map 1:1,
+    e.g. librust-serde-json-dev -> serde_json-1.0.87)."""
+    try:
+        out = subprocess.run(["dpkg", "-L", pkg], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        raise SystemExit(f"package {pkg} is not installed: run bench/setup_corpus.sh")
+    dirs = [Path(l) for l in out.splitlines() if re.fullmatch(re.escape(str(REGISTRY)) + r"/[^/]+", l)]
+    if len(dirs) != 1:
+        raise SystemExit(f"{pkg}: expected one crate directory under {REGISTRY}, found {dirs}")
+    return dirs[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Workspace layout
+# --------------------------------------------------------------------------------------------
+
+def _header_keys(header: str) -> list[str]:
+    """Split a TOML table header body (`target."cfg(unix)".dev-dependencies.libc`) on the dots
+    that are outside quotes."""
+    keys, cur, quote = [], "", None
+    for ch in header:
+        if quote:
+            if ch == quote:
+                quote = None
+            else:
+                cur += ch
+        elif ch in "\"'":
+            quote = ch
+        elif ch == ".":
+            keys.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    keys.append(cur.strip())
+    return keys
+
+
+HEADER_RE = re.compile(r"^\s*(\[\[?)\s*(.+?)\s*(\]\]?)\s*(#.*)?$")
+
+
+def _drop_table(keys: list[str], array: bool) -> bool:
+    """Which tables of a member's Cargo.toml to remove, and why:
+    - dev-dependencies (plain or target-specific): Debian does not ship most of them, and cargo
+      resolves them even for `cargo metadata`;
+    - [[test]] / [[bench]] / [[example]]: they name dev-only files Debian strips, and require
+      dev-dependencies;
+    - [workspace] / [patch] / [profile]: only the workspace root may carry these (a member with
+      [workspace] is a second root, an error; [patch]/[profile] would be ignored with warnings).
+    """
+    if array and keys[0] in ("test", "bench", "example"):
+        return True
+    if "dev-dependencies" in keys or "dev_dependencies" in keys:
+        return True
+    return keys[0] in ("workspace", "patch", "profile")
+
+
+# Keys of a member's [package] that only mean something at the workspace root: `workspace`
+# would point the member at another root, `resolver` is ignored there with a warning.
+ROOT_ONLY_PACKAGE_KEYS = re.compile(r"^\s*(workspace|resolver)\s*=")
+
+
+def strip_manifest(text: str) -> str:
+    out, dropping, table = [], False, None
+    for line in text.splitlines(keepends=True):
+        m = HEADER_RE.match(line)
+        if m and not line.lstrip().startswith("#"):
+            keys = _header_keys(m.group(2))
+            table = keys
+            dropping = _drop_table(keys, m.group(1) == "[[")
+        if dropping or (table == ["package"] and ROOT_ONLY_PACKAGE_KEYS.match(line)):
+            continue
+        out.append(line)
+    result = "".join(out)
+    tomllib.loads(result)  # the rewrite must still be valid TOML
+    return result
+
+
+def layout(ws: Path, crates: list[tuple[str, Path]]) -> list[dict]:
+    """Copy each crate to crates/<name>/, fix its manifest, write the workspace root."""
+    if ws.exists():
+        if not (ws / MARKER).exists():
+            raise SystemExit(f"{ws} exists and was not made by this benchmark; pick another --ws")
+        shutil.rmtree(ws)
+    (ws / "crates").mkdir(parents=True)
+    (ws / MARKER).write_text("scratch workspace of bench/ingest.py; safe to delete\n")
+
+    members = []
+    for pkg, src in crates:
+        manifest = tomllib.loads((src / "Cargo.toml").read_text())
+        name, version = manifest["package"]["name"], manifest["package"]["version"]
+        if any(m["name"] == name for m in members):
+            raise SystemExit(f"two packages named {name} in {[pkg]}: cargo allows one per workspace")
+        dst = ws / "crates" / name
+        # debian/ is packaging (patches already applied), the checksum file is for directory
+        # sources only; neither is part of a real checkout.
+        shutil.copytree(src, dst, symlinks=True,
+                        ignore=lambda d, names: [n for n in names if Path(d) == src
+                                                 and n in ("debian", ".cargo-checksum.json")])
+        (dst / "Cargo.toml").write_text(strip_manifest((src / "Cargo.toml").read_text()))
+        members.append({"package": pkg, "name": name, "version": version, "path": f"crates/{name}"})
+
+    member_list = "\n".join(f'    "{m["path"]}",' for m in members)
+    # [patch.crates-io] points every dependency on a member crate at the member itself, as in
+    # a real workspace whose crates depend on each other by path. Without it cargo would also
+    # pull the registry copy of the same name+version: two `syn 1.0.107` packages, and a crate
+    # with a `links` key (native library) claimed twice, which cargo rejects.
+    patches = "\n".join(f'{m["name"]} = {{ path = "{m["path"]}" }}' for m in members)
+    (ws / "Cargo.toml").write_text(
+        "# Generated by bench/ingest.py from Debian librust-*-dev sources.\n"
+        f"[workspace]\nresolver = \"2\"\nmembers = [\n{member_list}\n]\n\n"
+        f"[patch.crates-io]\n{patches}\n")
+    (ws / ".cargo").mkdir()
+    (ws / ".cargo" / "config.toml").write_text(
+        "# Offline: dependencies come from the Debian registry directory.\n"
+        "[source.crates-io]\nreplace-with = \"vendored\"\n\n"
+        f"[source.vendored]\ndirectory = \"{REGISTRY}\"\n\n"
+        "[net]\noffline = true\n")
+    (ws / ".gitignore").write_text("target/\n.parseltongue/\n")
+    # A git repository, like a user's checkout: the crates' own .gitignore files then mean what
+    # they mean to git, and `git ls-files` is the reference list of files.
+    subprocess.run(["git", "init", "-q", str(ws)], check=True)
+    return members
+
+
+def cargo_metadata(ws: Path, no_deps: bool) -> tuple[float, dict]:
+    cmd = ["cargo", "metadata", "--offline", "--format-version", "1"] + (["--no-deps"] if no_deps else [])
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ws, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-4000:]}")
+    return dt, json.loads(proc.stdout)
+
+
+# --------------------------------------------------------------------------------------------
+# Files, lines, bare parse, ctags
+# --------------------------------------------------------------------------------------------
+
+def list_rs_files(ws: Path) -> list[str]:
+    """.rs files under crates/, as git sees them: tracked or untracked-but-not-ignored. This honours
+    every .gitignore (root and nested) and skips target/ through the root .gitignore."""
+    out = subprocess.run(["git", "-C", str(ws), "ls-files", "-z", "--cached", "--others",
+                          "--exclude-standard", "--", "crates/*.rs"],
+                         capture_output=True, check=True).stdout
+    files = sorted(p for p in out.decode().split("\0") if p.endswith(".rs"))
+    return [f for f in files if "/target/" not in f]
+
+
+def count_lines(data: bytes) -> int:
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def rust_parser():
+    import tree_sitter
+    import tree_sitter_rust
+
+    return tree_sitter.Parser(tree_sitter.Language(tree_sitter_rust.language()))
+
+
+def bare_parse(blobs: list[bytes]) -> dict:
+    """The floor: tree-sitter parse of every file in one process, nothing else. Files are read
+    beforehand so disk I/O is not part of it."""
+    parser = rust_parser()
+    per_file = []
+    c0, w0 = time.process_time(), time.perf_counter()
+    for data in blobs:
+        t = time.perf_counter()
+        parser.parse(data)
+        per_file.append(time.perf_counter() - t)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    per_file.sort()
+    return {"cpu_s": cpu, "wall_s": wall,
+            "file_median_ms": 1000 * statistics.median(per_file),
+            "file_max_ms": 1000 * per_file[-1]}
+
+
+def run_measured(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> dict:
+    """Run a child; return wall time, CPU time, peak RSS (largest single process, from wait4),
+    and peak RSS of the whole process tree (sampled at 20 Hz: `pt` may use worker processes),
+    plus its stdout/stderr."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        tree_peak = [0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.05):
+                tree_peak[0] = max(tree_peak[0], _session_rss_kb(proc.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        done.set()
+        sampler.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, tell Popen
+        out.seek(0), err.seek(0)
+        return {"rc": proc.returncode, "wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime,
+                "max_rss_mb": ru.ru_maxrss / 1024, "tree_rss_mb": tree_peak[0] / 1024,
+                "stdout": out.read().decode(errors="replace"),
+                "stderr": err.read().decode(errors="replace")}
+
+
+def _session_rss_kb(sid: int) -> int:
+    """Sum of VmRSS over processes in session `sid` (the child was started in its own session)."""
+    total = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[3]) != sid:  # field 6 (session) overall; index 3 after "pid (comm)"
+                continue
+            with open(f"/proc/{d}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except (OSError, IndexError, ValueError):
+            continue  # process exited while we looked
+    return total
+
+
+def run_ctags(ws: Path) -> dict:
+    ctags = shutil.which("ctags")
+    if not ctags:
+        return {"error": "ctags not found (bench/setup_corpus.sh installs universal-ctags)"}
+    ver = subprocess.run([ctags, "--version"], capture_output=True, text=True).stdout
+    if "Universal Ctags" not in ver:
+        return {"error": f"{ctags} is not universal-ctags"}
+    with tempfile.TemporaryDirectory() as tmp:
+        tags = Path(tmp) / "tags"
+        r = run_measured([ctags, "-R", "--languages=Rust", "--exclude=target", "--exclude=.git",
+                          "-f", str(tags), "crates"], cwd=ws)
+        if r["rc"] != 0:
+            return {"error": f"ctags exit {r['rc']}: {r['stderr'][-500:]}"}
+        n_tags = sum(1 for line in tags.open(errors="replace") if not line.startswith("!_"))
+    return {"wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "tags": n_tags}
+
+
+# --------------------------------------------------------------------------------------------
+# pt ingest (CLI and in-process)
+# --------------------------------------------------------------------------------------------
+
+PT_EXE = Path(sys.executable).parent / "pt"  # the venv's console script; --pt overrides
+
+
+def pt_exe() -> Path:
+    return PT_EXE
+
+
+def db_path(ws: Path) -> Path:
+    return ws / ".parseltongue" / "graph.db"
+
+
+def pt_cli(ws: Path, *args: str) -> dict:
+    exe = pt_exe()
+    if not exe.exists():
+        raise RuntimeError(f"{exe} not found (pip install -e . in the venv)")
+    r = run_measured([str(exe), "-C", str(ws), "--db", str(db_path(ws)), *args])
+    if r["rc"] != 0:
+        tail = (r["stderr"].strip().splitlines() or ["(no stderr)"])[-5:]
+        raise RuntimeError(f"`pt {' '.join(args)}` exit {r['rc']}: " + " | ".join(tail))
+    try:
+        r["json"] = json.loads(r["stdout"])
+    except json.JSONDecodeError as e:
+        raise RuntimeError(f"`pt {' '.join(args)}` did not print JSON on stdout: {e}: "
+                           f"{r['stdout'][:200]!r}")
+    return r
+
+
+def pt_ingest_cli(ws: Path, cold: bool) -> dict:
+    if cold:
+        # Remove the database (and SQLite's side files) so nothing is reused.
+        for p in db_path(ws).parent.glob(db_path(ws).name + "*"):
+            p.unlink()
+    r = pt_cli(ws, "ingest", "--json")
+    keep = ("files_total", "files_parsed", "files_unchanged", "files_removed", "nodes", "edges",
+            "elapsed_s")
+    return {"wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "max_rss_mb": r["max_rss_mb"],
+            "tree_rss_mb": r["tree_rss_mb"], "report": {k: r["json"].get(k) for k in keep}}
+
+
+def pt_counts(ws: Path) -> dict:
+    return pt_cli(ws, "query", "counts", "--json")["json"]
+
+
+def function_bodies(parser, data: bytes) -> list[int]:
+    """Byte offsets just after the `{` of each error-free function body in a file."""
+    tree = parser.parse(data)
+    offsets, stack = [], [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "function_item":
+            body = node.child_by_field_name("body")
+            if body is not None and body.type == "block" and not node.has_error:
+                offsets.append(body.start_byte + 1)
+        stack.extend(node.children)
+    return offsets
+
+
+def _report_get(report, key):
+    if isinstance(report, dict):
+        return report.get(key)
+    return getattr(report, key, None)
+
+
+def one_file_latency(ws: Path, files: list[str], samples: int, seed: int) -> dict:
+    """Edit a random function body in a random file (a few bytes), then time only the in-process
+    `ingest(ws, store, paths=[rel])` that brings the edit into the graph. Each file is restored
+    (and re-ingested, untimed) before the next sample, so the tree ends as it started."""
+    from parseltongue.adapters.store import open_store
+    from parseltongue.runner.ingest import ingest
+
+    rng = random.Random(seed)
+    store = open_store(str(db_path(ws)))
+    try:
+        return _latency_samples(ws, store, ingest, files, samples, rng)
+    finally:
+        store.close()
+
+
+def _latency_samples(ws, store, ingest, files, samples, rng) -> dict:
+    parser = rust_parser()
+    times, first_call, not_parsed = [], None, 0
+    picked = set()
+    # One untimed warm-up sample first: the first call may load and compile rule programs; it is
+    # reported on its own rather than mixed into the percentiles.
+    for i in range(samples + 1):
+        while True:
+            rel = rng.choice(files)
+            if rel in picked:
+                continue
+            original = (ws / rel).read_bytes()
+            bodies = function_bodies(parser, original)
+            if bodies:
+                break
+        picked.add(rel)
+        at = rng.choice(bodies)
+        edited = original[:at] + f" let _pt_bench = {i};".encode() + original[at:]
+        path = ws / rel
+        try:
+            path.write_bytes(edited)
+            t0 = time.perf_counter()
+            report = ingest(ws, store, paths=[rel])
+            dt = time.perf_counter() - t0
+        finally:
+            path.write_bytes(original)
+        ingest(ws, store, paths=[rel])  # restore the graph to the unedited file (untimed)
+        if _report_get(report, "files_parsed") not in (None, 1):
+            not_parsed += 1
+        if i == 0:
+            first_call = dt
+        else:
+            times.append(dt)
+    times.sort()
+    return {"samples": len(times), "first_call_ms": 1000 * first_call,
+            "p50_ms": 1000 * _percentile(times, 50), "p95_ms": 1000 * _percentile(times, 95),
+            "max_ms": 1000 * times[-1],
+            "reports_without_one_parsed_file": not_parsed}
+
+
+def _percentile(sorted_vals: list[float], pct: float) -> float:
+    """Nearest-rank percentile (no interpolation: every value is a real sample)."""
+    k = max(0, min(len(sorted_vals) - 1, -(-len(sorted_vals) * pct // 100) - 1))
+    return sorted_vals[int(k)]
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------
+
+def measure(args) -> dict:
+    res: dict = {"machine": {"cpus": os.cpu_count()}}
+    pkgs = read_package_list(args.crates)
+    crates = [(p, crate_dir_of(p)) for p in pkgs]
+    ws = args.ws
+
+    members_file = ws / (MARKER + ".json")
+    members = None
+    if args.reuse and members_file.exists():
+        members = json.loads(members_file.read_text())
+        if [m["package"] for m in members] != pkgs:
+            log("crate list changed since the workspace was laid out: laying it out again")
+            members = None
+    if members is not None:
+        log(f"reusing workspace {ws}")
+    else:
+        log(f"laying out {len(crates)} crates as one workspace in {ws}")
+        t0 = time.perf_counter()
+        members = layout(ws, crates)
+        members_file.write_text(json.dumps(members, indent=1))
+        res["layout_s"] = time.perf_counter() - t0
+    res["workspace"] = str(ws)
+
+    log("cargo metadata --no-deps / full")
+    dt_nodeps, meta = cargo_metadata(ws, no_deps=True)
+    dt_full, full = cargo_metadata(ws, no_deps=False)
+    res["cargo_metadata"] = {"no_deps_s": dt_nodeps, "full_s": dt_full,
+                             "members": len(meta["workspace_members"]),
+                             "packages_resolved": len(full["packages"])}
+
+    files = list_rs_files(ws)
+    blobs = [(ws / f).read_bytes() for f in files]
+    per_crate: dict[str, int] = {}
+    for f, b in zip(files, blobs):
+        per_crate[f.split("/")[1]] = per_crate.get(f.split("/")[1], 0) + count_lines(b)
+    by_name = {m["name"]: m for m in members}
+    res["corpus"] = {
+        "files": len(files), "lines": sum(per_crate.values()),
+        "bytes": sum(len(b) for b in blobs),
+        "crates": [{"name": n, "version": by_name[n]["version"], "package": by_name[n]["package"],
+                    "lines": per_crate.get(n, 0)}
+                   for n in sorted(by_name, key=lambda n: -per_crate.get(n, 0))],
+    }
+
+    log(f"bare tree-sitter parse of {len(files)} files")
+    res["bare_parse"] = bare_parse(blobs)
+    del blobs
+    log("ctags -R")
+    res["ctags"] = run_ctags(ws)
+
+    if args.no_pt:
+        res["pt"] = {"error": "skipped (--no-pt)"}
+        return res
+    pt: dict = {}
+    res["pt"] = pt
+    try:
+        log("pt ingest (cold)")
+        pt["cold"] = pt_ingest_cli(ws, cold=True)
+        pt["cold"]["ratio_to_bare_parse_wall"] = pt["cold"]["wall_s"] / res["bare_parse"]["wall_s"]
+        log("pt ingest (no change)")
+        pt["nochange"] = pt_ingest_cli(ws, cold=False)
+    except Exception as e:  # noqa: BLE001 - the contract is still being written; report and go on
+        pt["error"] = f"{type(e).__name__}: {e}"
+        return res
+    try:
+        pt["counts"] = pt_counts(ws)
+    except Exception as e:  # noqa: BLE001
+        pt["counts"] = {"error": f"{type(e).__name__}: {e}"}
+    try:
+        log(f"one changed file, {args.samples} samples (+1 warm-up)")
+        pt["one_file"] = one_file_latency(ws, files, args.samples, args.seed)
+    except Exception as e:  # noqa: BLE001
+        pt["one_file"] = {"error": f"{type(e).__name__}: {e}"}
+    return res
+
+
+def _fmt_counts(d) -> list[str]:
+    """`pt query counts --json` output, whatever its exact shape: rows of a query result
+    ({"headers", "rows"}) one per line, or {"nodes": {kind: n}, "edges": {kind: n}}."""
+    if isinstance(d, dict) and isinstance(d.get("rows"), list):
+        return ["    " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}"
+                                   for k, v in (row.items() if isinstance(row, dict) else
+                                                enumerate(row)))
+                for row in d["rows"]]
+    if not isinstance(d, dict):
+        return [f"    {json.dumps(d)}"]
+    lines = []
+    for key, val in d.items():
+        if isinstance(val, dict):
+            inner = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}"
+                              for k, v in sorted(val.items(), key=lambda kv: str(kv[0])))
+            lines.append(f"    {key}: {inner}")
+        else:
+            lines.append(f"    {key}: {val}")
+    return lines
+
+
+def render(res: dict) -> str:
+    c, bp = res["corpus"], res["bare_parse"]
+    out = [f"Ingest benchmark  workspace {res['workspace']}  ({res['machine']['cpus']} CPUs)"]
+    if "layout_s" in res:
+        out.append(f"  layout: {res['layout_s']:.1f} s")
+    cm = res["cargo_metadata"]
+    out.append(f"  cargo metadata: --no-deps {cm['no_deps_s']:.2f} s, full {cm['full_s']:.2f} s "
+               f"({cm['members']} members, {cm['packages_resolved']} packages resolved)")
+    out.append(f"  corpus: {c['lines']:,} lines, {c['files']:,} files, {c['bytes'] / 1e6:.1f} MB "
+               f"in {len(c['crates'])} crates")
+    for cr in c["crates"]:
+        out.append(f"    {cr['lines']:>9,}  {cr['name']} {cr['version']}")
+    out.append(f"  bare tree-sitter parse: {bp['cpu_s']:.2f} s CPU, {bp['wall_s']:.2f} s wall "
+               f"({c['lines'] / bp['wall_s'] / 1e3:.0f}k lines/s, {c['bytes'] / bp['wall_s'] / 1e6:.1f} MB/s); "
+               f"per file median {bp['file_median_ms']:.2f} ms, max {bp['file_max_ms']:.1f} ms")
+    ct = res["ctags"]
+    out.append(f"  ctags -R: {ct['error']}" if "error" in ct else
+               f"  ctags -R: {ct['wall_s']:.2f} s wall, {ct['cpu_s']:.2f} s CPU, {ct['tags']:,} tags")
+
+    pt = res.get("pt", {})
+    if "cold" not in pt:
+        out.append(f"  pt ingest not available: {pt.get('error')}")
+        return "\n".join(out)
+    cold = pt["cold"]
+    rep = cold["report"]
+    ok = "meets" if cold["ratio_to_bare_parse_wall"] <= TARGET_COLD_RATIO else "MISSES"
+    out.append(f"  pt ingest cold: {cold['wall_s']:.2f} s wall, {cold['cpu_s']:.2f} s CPU = "
+               f"{cold['ratio_to_bare_parse_wall']:.2f}x bare parse wall "
+               f"(target <= {TARGET_COLD_RATIO:g}x: {ok}); peak RSS {cold['max_rss_mb']:.0f} MB "
+               f"largest process, {cold['tree_rss_mb']:.0f} MB process tree")
+    out.append(f"    report: " + ", ".join(f"{k} {v}" for k, v in rep.items()))
+    if rep.get("files_total") not in (None, c["files"]):
+        out.append(f"    note: pt saw {rep['files_total']} files, git ls-files lists {c['files']}")
+    if "nochange" not in pt:  # the cold run worked, the rest did not
+        out.append(f"  pt ingest no change: not available: {pt.get('error')}")
+        return "\n".join(out)
+    nc = pt["nochange"]
+    ok = "meets" if nc["wall_s"] < TARGET_NOCHANGE_S else "MISSES"
+    out.append(f"  pt ingest no change: {nc['wall_s']:.2f} s wall (target < {TARGET_NOCHANGE_S:g} s: "
+               f"{ok}); files_parsed {nc['report'].get('files_parsed')}; peak RSS "
+               f"{nc['max_rss_mb']:.0f} MB")
+    if nc["report"].get("files_parsed"):
+        out.append("    warning: a re-ingest of an unchanged tree parsed files (DESIGN.md §3: it "
+                   "should touch nothing)")
+    counts = pt.get("counts", {})
+    if "error" in counts:
+        out.append(f"  nodes/edges by kind: n/a ({counts['error']})")
+    else:
+        out.append("  nodes/edges by kind:")
+        out.extend(_fmt_counts(counts))
+    one = pt.get("one_file", {})
+    if "error" in one:
+        out.append(f"  one changed file: n/a ({one['error']})")
+    else:
+        ok = "meets" if one["p95_ms"] < TARGET_ONE_FILE_P95_MS else "MISSES"
+        out.append(f"  one changed file -> graph (in-process, N={one['samples']}): p50 "
+                   f"{one['p50_ms']:.1f} ms, p95 {one['p95_ms']:.1f} ms, max {one['max_ms']:.1f} ms "
+                   f"(target p95 < {TARGET_ONE_FILE_P95_MS:g} ms: {ok}); first call "
+                   f"{one['first_call_ms']:.1f} ms")
+        if one["reports_without_one_parsed_file"]:
+            out.append(f"    warning: {one['reports_without_one_parsed_file']} reports did not say "
+                       f"files_parsed == 1")
+    return "\n".join(out)
+
+
+def main() -> int:
+    global PT_EXE
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ws", type=Path, default=DEFAULT_WS, help=f"scratch workspace (default {DEFAULT_WS})")
+    ap.add_argument("--crates", type=Path, default=DEFAULT_CRATES, help="apt package list")
+    ap.add_argument("--samples", type=int, default=30, help="one-changed-file samples (default 30)")
+    ap.add_argument("--seed", type=int, default=1, help="random seed for the files edited")
+    ap.add_argument("--reuse", action="store_true", help="keep an existing scratch workspace")
+    ap.add_argument("--no-pt", action="store_true", help="only the corpus, bare parse and ctags")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    ap.add_argument("--pt", type=Path, default=PT_EXE, help=f"pt executable (default {PT_EXE})")
+    args = ap.parse_args()
+    PT_EXE = args.pt
+    args.ws = args.ws.resolve()
+    try:
+        res = measure(args)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(res, indent=1) if args.json else render(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""The ingest flow: workspace files -> tree-sitter facts -> `rules/ingest/*` programs.
+
+Python does the effects (walk, stat, hash, parse in parallel, batch rows); the rules do the
+thinking (module paths, per-file replace, edge resolution, confidence, staleness).
+
+    from parseltongue.runner.ingest import ingest
+    report = ingest(workspace_path, store)                       # whole workspace, incremental
+    report = ingest(workspace_path, store, paths=["src/a.rs"])   # just these files
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import blake3
+
+from ..adapters import cargo, fs
+from ..adapters.store import Store
+from ..adapters.treesitter import BinaryFileError, FileFacts, NotUtf8Error, extract
+from .api import Pt
+from .errors import UsageError
+
+WRITE_BATCH_FILES = 300  # files per replace transaction (SQLite pays ~30 ms per commit)
+RESOLVE_BATCH_FILES = 400  # files per edge-resolution run (bounds the size of intermediate relations)
+PARALLEL_MIN_FILES = 24  # below this a process pool costs more than it saves
+
+
+@dataclass
+class IngestReport:
+    files_total: int = 0
+    files_parsed: int = 0
+    files_unchanged: int = 0
+    files_removed: int = 0
+    files_skipped: list = field(default_factory=list)  # [path, reason]
+    files_resolved: int = 0
+    parse_errors: int = 0
+    nodes: int = 0
+    edges: int = 0
+    elapsed_s: float = 0.0
+    timings: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------ layout
+
+def file_crate_rows(layout: cargo.Layout, files: Iterable[str]) -> dict[str, list]:
+    """[file_path, crate, in_target, root_dir, is_test_dir] by the nearest member and target dir."""
+    members = sorted((c for c in layout.crates if c.is_member), key=lambda c: len(c.root), reverse=True)
+    target_dirs = sorted({(t.crate, t.root_dir) for t in layout.targets}, key=lambda x: len(x[1]), reverse=True)
+    fallback = members[-1].name if members else layout.root.name
+    rows = {}
+    for f in files:
+        crate = next((c for c in members if not c.root or f.startswith(c.root + "/")), None)
+        name = crate.name if crate else fallback
+        root = next((d for cr, d in target_dirs if cr == name and (not d or f.startswith(d + "/"))), None)
+        within = f[len(crate.root) + 1:] if crate and crate.root else f
+        is_test_dir = within.startswith(("tests/", "benches/"))
+        rows[f] = [f, name, root is not None, root or "", is_test_dir]
+    return rows
+
+
+def discover(workspace: Path, use_cargo: bool) -> cargo.Layout:
+    if not use_cargo:
+        return cargo.plain_layout(workspace)
+    try:
+        return cargo.metadata(workspace)
+    except cargo.CargoError as exc:
+        raise UsageError(str(exc)) from None
+
+
+# ------------------------------------------------------------------ parsing
+
+def _parse_one(args: tuple[str, str]) -> tuple[str, FileFacts | None, str, str, int, float]:
+    """Worker: read, hash and extract one file. Returns (path, facts, hash, error, size, mtime)."""
+    root, rel = args
+    path = os.path.join(root, rel)
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        return rel, None, "", f"unreadable: {exc.strerror}", 0, 0.0
+    digest = blake3.blake3(data).hexdigest()
+    try:
+        return rel, extract(rel, data), digest, "", st.st_size, st.st_mtime
+    except (NotUtf8Error, BinaryFileError) as exc:
+        return rel, None, digest, str(exc).split(": ", 1)[-1], st.st_size, st.st_mtime
+
+
+def _parse_all(root: Path, files: list[str], jobs: int, progress) -> list[tuple]:
+    args = [(str(root), f) for f in files]
+    if len(files) < PARALLEL_MIN_FILES or jobs <= 1:
+        out = []
+        for a in args:
+            out.append(_parse_one(a))
+            progress(1)
+        return out
+    out = []
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for res in pool.map(_parse_one, args, chunksize=16):
+            out.append(res)
+            progress(1)
+    return out
+
+
+def _qual(path: str) -> str:
+    """`a::b::f` -> `b`: the segment that qualifies the callee (empty for a bare name)."""
+    parts = path.split("::")
+    return parts[-2] if len(parts) > 1 else ""
+
+
+class _Rows:
+    """Accumulates the `ingest.replace_files` params for a batch of files."""
+
+    def __init__(self) -> None:
+        self.files: list[str] = []
+        self.p: dict[str, list] = {k: [] for k in ("nodes", "code", "calls", "uses", "type_refs", "impls",
+                                                   "bounds", "mods", "file_state", "file_crate")}
+
+    def add(self, rel: str, facts: FileFacts | None, digest: str, size: int, mtime: float,
+            fc_row: list, now: float) -> None:
+        self.files.append(rel)
+        p = self.p
+        p["file_crate"].append(fc_row)
+        p["file_state"].append([rel, digest, size, mtime, facts.parse_error_count if facts else 0, now])
+        if facts is None:
+            return
+        p["nodes"].extend(facts.nodes)
+        recovered = {n[0] for n in facts.nodes if n[21]}
+        p["code"].extend([i, c, i in recovered] for i, c in facts.code)
+        p["calls"].extend([rel, *c, _qual(c[1])] for c in facts.calls)
+        p["uses"].extend([rel, *u] for u in facts.uses)
+        p["type_refs"].extend([rel, *t] for t in facts.type_refs)
+        p["impls"].extend([rel, *i] for i in facts.impls)
+        p["bounds"].extend([rel, *b] for b in facts.bounds)
+        p["mods"].extend([rel, *m] for m in facts.mods)
+
+    def params(self) -> dict:
+        return {"files": self.files, **self.p}
+
+
+# ------------------------------------------------------------------ the flow
+
+def _progress(enabled: bool, total: int, label: str):
+    if not enabled or total == 0:
+        return lambda n: None, lambda: None
+    state = {"done": 0, "last": 0.0}
+
+    def step(n: int) -> None:
+        state["done"] += n
+        now = time.monotonic()
+        if now - state["last"] > 0.2 or state["done"] == total:
+            state["last"] = now
+            sys.stderr.write(f"\r{label} {state['done']}/{total} files")
+            sys.stderr.flush()
+
+    def close() -> None:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return step, close
+
+
+def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | None = None,
+           use_cargo: bool = True, progress: bool = False, jobs: int | None = None,
+           layout: cargo.Layout | None = None) -> IngestReport:
+    """Bring the graph up to date with the files on disk (all, or just `paths`)."""
+    t0 = time.perf_counter()
+    ws = Path(workspace).resolve()
+    if not ws.is_dir():
+        raise UsageError(f"workspace {ws} is not a directory")
+    pt = Pt(ws, store)
+    pt.ensure_schema()
+    report, timings = IngestReport(), {}
+
+    layout = layout or discover(ws, use_cargo)
+    if paths is None:
+        pt.run("ingest.set_workspace", {
+            "crates": [[c.name, c.root, c.manifest, c.is_member, c.features, c.deps] for c in layout.crates],
+            "targets": [[t.crate, t.name, t.kind, t.src_path, t.root_dir] for t in layout.targets],
+        })
+    timings["discover_s"] = time.perf_counter() - t0
+
+    # What changed: stat every file, let the rule compare with file_state.
+    t = time.perf_counter()
+    if paths is None:
+        on_disk = fs.rust_files(ws)
+    else:
+        on_disk = []
+        for p in paths:
+            rel = Path(p).resolve().relative_to(ws).as_posix() if Path(p).is_absolute() else Path(p).as_posix()
+            on_disk.append(rel)
+    current, missing = [], []
+    for rel in on_disk:
+        try:
+            st = os.stat(ws / rel)
+            current.append([rel, st.st_size, st.st_mtime])
+        except OSError:
+            missing.append(rel)
+    stale = pt.query("ingest.stale_files", current=current) if paths is None else \
+        [{"file_path": r[0], "state": "changed"} for r in current]
+    deleted = [s["file_path"] for s in stale if s["state"] == "deleted"] + missing
+    candidates = [s["file_path"] for s in stale if s["state"] in ("new", "changed")]
+    report.files_total = len(current)
+    timings["scan_s"] = time.perf_counter() - t
+
+    # Parse candidates (hashing first tells a touched file from a changed one).
+    t = time.perf_counter()
+    stored = _stored_hashes(pt, candidates)
+    step, close = _progress(progress, len(candidates), "pt ingest: parsing")
+    parsed = _parse_all(ws, candidates, jobs or os.cpu_count() or 1, step)
+    close()
+    timings["parse_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    fc = file_crate_rows(layout, [p[0] for p in parsed])
+    now = time.time()
+    changed, touched = [], []
+    for rel, facts, digest, err, size, mtime in parsed:
+        if err:
+            report.files_skipped.append([rel, err])
+        if stored.get(rel) == digest and not err:
+            touched.append([rel, digest, size, mtime, facts.parse_error_count if facts else 0, now])
+            continue
+        changed.append((rel, facts, digest, size, mtime))
+    report.files_unchanged = len(current) - len(changed)
+    report.files_parsed = len(changed)
+    report.files_removed = len(deleted)
+    report.parse_errors = sum(f.parse_error_count for _, f, *_ in changed if f)
+
+    # Files elsewhere whose edges depend on names these files add or remove.
+    affected: list[str] = []
+    if paths is not None or len(changed) < len(current):
+        new_names = sorted({n[3] for _, f, *_ in changed if f for n in f.nodes if n[3]})
+        names_of = [r for r, *_ in changed] + deleted
+        if names_of:
+            affected = [r["file_path"] for r in pt.query("ingest.affected_files", files=names_of, new_names=new_names)]
+
+    if touched:
+        pt.run("ingest.touch_files", {"rows": touched})
+    if deleted:
+        pt.run("ingest.replace_files", {"files": deleted})
+    for i in range(0, len(changed), WRITE_BATCH_FILES):
+        rows = _Rows()
+        for rel, facts, digest, size, mtime in changed[i:i + WRITE_BATCH_FILES]:
+            rows.add(rel, facts, digest, size, mtime, fc[rel], now)
+        pt.run("ingest.replace_files", rows.params())
+    timings["write_s"] = time.perf_counter() - t
+
+    # Edges: out of every changed file, and out of the files that referred to changed names.
+    t = time.perf_counter()
+    to_resolve = sorted({r for r, *_ in changed} | set(affected) - set(deleted))
+    step, close = _progress(progress and len(to_resolve) > RESOLVE_BATCH_FILES, len(to_resolve), "pt ingest: resolving")
+    for i in range(0, len(to_resolve), RESOLVE_BATCH_FILES):
+        batch = to_resolve[i:i + RESOLVE_BATCH_FILES]
+        pt.run("ingest.resolve_edges", {"files": batch})
+        step(len(batch))
+    close()
+    changed_files = [r for r, *_ in changed]
+    for i in range(0, len(changed_files), RESOLVE_BATCH_FILES):
+        pt.run("ingest.confidence", {"files": changed_files[i:i + RESOLVE_BATCH_FILES]})
+    report.files_resolved = len(to_resolve)
+    timings["resolve_s"] = time.perf_counter() - t
+
+    if paths is None:  # counting scans the graph; a few-file update skips it to stay fast
+        counts = {r["relation"]: r["rows"] for r in pt.query("meta.status")}
+        report.nodes, report.edges = counts.get("isg_nodes", 0), counts.get("isg_edges", 0)
+    report.elapsed_s = time.perf_counter() - t0
+    report.timings = {k: round(v, 4) for k, v in timings.items()}
+    return report
+
+
+def _stored_hashes(pt: Pt, files: list[str]) -> dict[str, str]:
+    if not files:
+        return {}
+    return {r["file_path"]: r["hash"] for r in pt.query("ingest.file_hashes", files=files)}
