@@ -59,6 +59,15 @@ def _error_from(exc: BaseException) -> StoreError:
         if "locked" in msg.lower() or "busy" in msg.lower():
             return StoreLocked(f"database is locked by another process: {msg}", offset, code)
         return StoreError(msg, offset, code)
+    if isinstance(exc, QueryException):  # a plain-string response, e.g. '{"ok":false,"message":"database closed"}'
+        raw = str(exc.resp)
+        try:
+            import json
+
+            raw = json.loads(raw).get("message", raw)
+        except (ValueError, AttributeError):
+            pass
+        return StoreError(_ANSI.sub("", raw).strip())
     # Cozo's parser can panic (e.g. `%return { query }`); pyo3 raises PanicException, a BaseException.
     text = _ANSI.sub("", str(exc)).strip().splitlines()
     first = text[0] if text else type(exc).__name__

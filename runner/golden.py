@@ -7,7 +7,7 @@ Case keys (all optional):
   params / vars      passed to the program as in `pt query`
   facts              {relation: [ {column: value, ...}, ... ]} loaded before the run
   fixture            a workspace under tests/fixtures/ ingested before the run
-  dump               relations whose full contents are appended to the output (for writers)
+  dump               relations (`rel` or `rel:col1,col2`) whose contents are appended (for writers)
   schema             true: append every relation's columns (for schema programs)
   setup              [[program, params], ...] run before the program (e.g. a proposal before a flip)
 """
@@ -149,9 +149,12 @@ def _execute(pt: Pt, case: Case, spec: dict, fixture_loader: Callable | None) ->
         # Gate failures are part of a program's contract; the message is the output.
         msg = exc.message.replace(str(pt.workspace), "<ws>").replace(str(PACKAGE_ROOT), "<pt>")
         out += [f"# error (exit {exc.exit_code})", msg]
-    for rel in spec.get("dump") or []:
-        res = pt.store.run(f"?[{', '.join(_columns(pt, rel))}] := *{rel}{{{', '.join(_columns(pt, rel))}}}")
-        out += [f"# relation {rel}"] + _rows_block(res.headers, res.rows, False)
+    for item in spec.get("dump") or []:
+        # `relation` or `relation:col1,col2` (leave out columns such as mtimes that vary per checkout)
+        rel, _, cols = item.partition(":")
+        names = [c.strip() for c in cols.split(",")] if cols else _columns(pt, rel)
+        res = pt.store.run(f"?[{', '.join(names)}] := *{rel}{{{', '.join(names)}}}")
+        out += [f"# relation {item}"] + _rows_block(res.headers, res.rows, False)
     if spec.get("schema"):
         out.append("# schema")
         for name, cols in sorted(pt.store.relations().items()):
