@@ -15,33 +15,45 @@ type_refs  (item_id, type_path, type_name, span_start)
 impls      (impl_id, trait_path, trait_name, self_path, self_name)
 bounds     (item_id, param, trait_path, trait_name)
 mods       (mod_id, name, inline, path_attr)
-parse_error_count: int, error_spans: [(start_byte, end_byte)]
+parse_error_count: int, error_spans: [(start_byte, end_byte)] (MISSING: start == end)
 
 Kinds: file, fn, struct, enum, variant, union, trait, impl, mod, const, static,
-type, macro_rules, macro_call, extern_block, use.
+type, macro_rules, macro_call, extern_block, use (also ``extern crate``).
 
-Ids are ``{kind}:{rel_path}::{item_path}`` (the file node: ``file:{rel_path}``).
-``item_path`` joins the segments of the enclosing items with ``::``. A segment
-is the item name, except for ``<impl Trait for Type>`` / ``<impl Type>``,
-``<use a::{b,c}>`` (use tree text, whitespace removed), ``<extern crate x>`` and
+Ids: ``{kind}:{rel_path}::{item_path}``; the file node is ``file:{rel_path}``.
+``item_path`` joins the segments of the enclosing items and the item with
+``::``. A segment is the item name, except ``<impl Trait for Type>`` /
+``<impl Type>`` (header text, whitespace collapsed, no where clause),
+``<use a::{b, c}>`` (use tree, whitespace collapsed), ``<extern crate x>`` and
 ``<extern "C">`` (extern blocks). When two items would get the same id, the
-later ones (source order) get ``~2``, ``~3``... on their own segment, which
-their children inherit. No line numbers, so ids survive insertions above.
+later ones in source order get ``~2``, ``~3``... on their own segment, which
+their children inherit. No line numbers: ids survive insertions above.
 
-Spans are byte offsets and include leading attributes and doc comments;
-lines are 1-based. ``call_kind`` is one of ``plain`` (``foo()``), ``path``
-(``a::b()``, ``Self::new()``, turbofish removed), ``method`` (``x.foo()``),
-``macro`` (``name!(..)``), ``expr`` (anything else called, e.g. ``(self.f)()``).
-Calls inside macro token trees are found by scanning tokens (``in_macro``).
-``cfg`` lists ``#[cfg(P)]`` predicates as ``P`` and ``#[cfg_attr(P, ..)]`` as
-``cfg_attr:P``; ``features`` are the ``feature = "x"`` names found in either.
-In ``bounds``, ``param`` is the generic parameter (or where-clause left side),
-``Self`` for supertraits, ``impl:{arg}`` for ``impl Trait`` arguments.
+Columns: spans are byte offsets and include leading attributes and doc
+comments; lines are 1-based. ``signature`` is the header up to the body
+(``{``, ``= value`` of const/static) with whitespace collapsed. ``cfg`` lists
+``#[cfg(P)]`` as ``P`` and ``#[cfg_attr(P, ..)]`` as ``cfg_attr:P``;
+``features`` are the ``feature = "x"`` names in either. ``is_test``: ``#[test]``,
+``#[x::test]``, ``#[bench]``, ``#[cfg(test)]``, inherited by nested items; the
+file node is a test when it sits in a ``tests/`` folder or has
+``#![cfg(test)]``.
+
+Calls: ``call_kind`` is ``plain`` (``foo()``), ``path`` (``a::b()``,
+``Self::new()``; turbofish removed), ``method`` (``x.foo()``; ``receiver`` is
+the receiver text, whitespace collapsed, at most 80 chars), ``macro``
+(``name!(..)``) or ``expr`` (another expression is called, e.g. ``(self.f)()``;
+callee_name ''). The span is the callee (the method name for methods, the
+macro path for macros): where a go-to-definition request should point.
+Calls inside macro token trees are found by scanning the tokens
+(``in_macro=True``). ``caller_id`` is the innermost item around the call.
+
+Bounds: ``param`` is the generic parameter or the where-clause left side,
+``Self`` for supertraits, the associated type's name for its bounds, and
+``impl:{arg}`` for ``impl Trait`` arguments. Lifetimes are skipped.
 
 Recovery: items that tree-sitter could not build (their tokens sit loose in an
-ERROR node) are rebuilt from the keyword and a brace count, with
-``recovered=True``. Any input that is valid UTF-8 without NUL bytes yields a
-result; nothing else raises.
+ERROR node) are rebuilt from the keyword, the name and a brace count, with
+``recovered=True``. Any valid UTF-8 input without NUL bytes yields a result.
 """
 from __future__ import annotations
 
@@ -58,9 +70,11 @@ __all__ = ["extract", "FileFacts", "NotUtf8Error", "BinaryFileError"]
 _LANGUAGE = tree_sitter.Language(tree_sitter_rust.language())
 _PARSER = tree_sitter.Parser(_LANGUAGE)
 
-# One query over the whole tree: the C side does the traversal, Python only
-# touches the captured nodes (a Python walk of every node costs as much as the
-# parse itself).
+# One query over the whole tree: the C side does the traversal and Python only
+# touches the captured nodes (a Python walk over every node would cost about
+# as much as the parse). Patterns are plain node kinds: field or parent
+# constraints make the query engine measurably slower than the Python checks
+# that replace them.
 _QUERY = tree_sitter.Query(_LANGUAGE, """
 [(function_item) (function_signature_item) (struct_item) (enum_item) (enum_variant)
  (union_item) (trait_item) (impl_item) (mod_item) (const_item) (static_item)
@@ -70,16 +84,17 @@ _QUERY = tree_sitter.Query(_LANGUAGE, """
 (call_expression) @call
 (type_identifier) @ty
 (scoped_type_identifier) @sty
-[(struct_item name: (_) @skip) (enum_item name: (_) @skip) (union_item name: (_) @skip)
- (trait_item name: (_) @skip) (type_item name: (_) @skip)
- (associated_type name: (_) @skip) (type_binding name: (_) @skip)
- (scoped_type_identifier name: (_) @skip)]
-(type_parameter name: (_) @tparam)
 (abstract_type) @abs
-(inner_attribute_item) @iattr
-(line_comment inner: (_)) @idoc
-(block_comment inner: (_)) @idoc
+(attribute_item) @attr
+(inner_attribute_item) @inner
+[(line_comment) (block_comment)] @comment
 """)
+
+_F = _LANGUAGE.field_id_for_name
+_F_NAME, _F_BODY, _F_TPARAMS, _F_VALUE = _F("name"), _F("body"), _F("type_parameters"), _F("value")
+_F_TYPE, _F_TRAIT, _F_FIELD, _F_FUNCTION = _F("type"), _F("trait"), _F("field"), _F("function")
+_F_MACRO, _F_BOUNDS, _F_LEFT, _F_PATH = _F("macro"), _F("bounds"), _F("left"), _F("path")
+_F_ALIAS, _F_LIST, _F_ARGUMENT, _F_PATTERN = _F("alias"), _F("list"), _F("argument"), _F("pattern")
 
 _KIND = {
     "function_item": "fn", "function_signature_item": "fn", "struct_item": "struct",
@@ -90,39 +105,56 @@ _KIND = {
     "foreign_mod_item": "extern_block", "use_declaration": "use",
     "extern_crate_declaration": "use", "macro_invocation": "macro_call",
 }
-# Child node types that are an item's `{ ... }` body (the signature stops there).
-_BODY_TYPES = frozenset(("block", "declaration_list", "field_declaration_list",
-                         "enum_variant_list"))
-# Keywords that start an item; used to rebuild items from ERROR regions.
-_RECOVER_KW = {"fn": "fn", "struct": "struct", "enum": "enum", "union": "union",
-               "trait": "trait", "impl": "impl", "mod": "mod", "const": "const",
-               "static": "static", "type": "type", "macro_rules!": "macro_rules",
-               "macro_rules": "macro_rules"}
-_ITEM_PREFIX_TOKENS = frozenset(("pub", "visibility_modifier", "unsafe", "async",
-                                 "const", "extern", "default", "function_modifiers",
-                                 "extern_modifier"))
+# Kinds whose generic parameters / where clauses are read.
+_GENERIC_KINDS = frozenset(("fn", "struct", "enum", "union", "trait", "impl", "type"))
+# Items whose bodies hold items: a macro invocation directly inside is an item.
+_MACRO_HOSTS = frozenset(("mod", "impl", "trait", "extern_block"))
+# Kinds whose name is a type_identifier that defines (not mentions) a type.
+_TYPE_NAMED = frozenset(("struct", "enum", "union", "trait", "type"))
+_VIS_KIND = _LANGUAGE.id_for_node_kind("visibility_modifier", True)
+_TUPLE_FIELDS_KIND = _LANGUAGE.id_for_node_kind("ordered_field_declaration_list", True)
+# Kinds whose extent is not a `{..}` body or a `;`-terminated header.
+_NO_EXTENT_FIX = frozenset(("variant", "macro_call"))
+# Recovery: an item keyword at the start of a line (after visibility and
+# qualifiers), and a scanner over brackets, `;`, `=` that skips literals/comments.
+_ITEM_START_RE = re.compile(
+    rb"^[ \t]*(?P<item>(?:pub(?:[ \t]*\([^)\n]*\))?\s+)?"
+    rb"(?:(?:unsafe|async|const|default|extern(?:[ \t]+\"[^\"\n]*\")?)\s+)*"
+    rb"(?P<kw>fn|struct|enum|union|trait|impl|mod|const|static|type|use|macro_rules!))"
+    rb"(?![A-Za-z0-9_])", re.M)
+_NAME_RE = re.compile(rb"\s*(?:mut\s+)?(?:r#)?([A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)")
+_SCAN_RE = re.compile(rb'"(?:[^"\\]|\\.)*"|//[^\n]*|/\*.*?\*/'
+                      rb"|'(?:[^'\\\n]|\\[^'\n]{1,10})'|[{}()\[\];=]", re.S)
+_WHERE_RE = re.compile(r"\swhere\b")
+_RECOVER_KIND = {b"fn": "fn", b"struct": "struct", b"enum": "enum", b"union": "union",
+                 b"trait": "trait", b"impl": "impl", b"mod": "mod", b"const": "const",
+                 b"static": "static", b"type": "type", b"use": "use",
+                 b"macro_rules!": "macro_rules"}
+# Literals and comments, unterminated ones included: no item starts inside them.
+_DEAD_RE = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\Z)|//[^\n]*|/\*(?:.*?\*/|.*)'
+                      rb"|'(?:[^'\\\n]|\\[^'\n]{1,10})'", re.S)
 
 _FEATURE_RE = re.compile(r'feature\s*=\s*"([^"]*)"')
-_WS_RE = re.compile(r"\s+")
-_TURBOFISH_RE = re.compile(r"::<")
+_SPACE_PUNCT_RE = re.compile(r"\s*([^\w\s])\s*")
+_VIS_RE = re.compile(r"pub(\s*\([^)]*\))?")
+# Outer doc comments in the region before an item: `/// text` lines, `/** */`.
+_DOC_RE = re.compile(rb"^[ \t]*///(?!/) ?([^\n]*)|/\*\*(?![*/]).*?\*/", re.M | re.S)
+_DOC_LINE_RE = re.compile(rb"^[ \t]*///(?!/) ?([^\n\r]*)", re.M)
+# Attribute names worth parsing (anything else is skipped unless it says `test`).
+_ATTR_HEADS = (b"cfg", b"doc", b"path", b"bench")
 
-_IDENT = rb"(?:r\#)?[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*"
-_GENERIC = rb"(?:::\s*<[^;{}()]*?>\s*)?"
-# Token scan of macro token trees: literals and comments are matched first so
-# that `"foo(bar)"` never yields a call.
-_TT_RE = re.compile(
-    rb"(?P<skip>b?r(?P<h>\#*)\".*?\"(?P=h)|b?\"(?:[^\"\\]|\\.)*\""
-    rb"|b?'(?:[^'\\\n]|\\[^'\n]{1,10})'|//[^\n]*|/\*.*?\*/)"
-    rb"|\.\s*(?P<meth>" + _IDENT + rb")\s*" + _GENERIC + rb"\("
-    rb"|(?<![A-Za-z0-9_\x80-\xff.$])(?P<path>(?:" + _IDENT + rb"\s*" + _GENERIC
-    + rb"::\s*)*)(?P<name>" + _IDENT + rb")\s*" + _GENERIC + rb"(?P<open>\(|!\s*[(\[{])",
-    re.S)
+# Token scan of macro token trees: every `(` and `!` outside string/char
+# literals and comments (the literal alternatives consume those first).
+_TT_RE = re.compile(rb'"(?:[^"\\]|\\.)*"|//[^\n]*|/\*.*?\*/'
+                    rb"|'(?:[^'\\\n]|\\[^'\n]{1,10})'|[(!]", re.S)
 _NOT_CALLEES = frozenset((
     "if", "while", "match", "return", "in", "for", "loop", "fn", "let", "as", "mut",
     "ref", "move", "else", "unsafe", "async", "await", "impl", "dyn", "where",
     "break", "continue", "yield", "box", "static", "const", "struct", "enum", "type",
     "use", "mod", "trait", "pub", "self", "super", "crate", "extern", "union"))
-_RECV_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:?!")
+_IDENT_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
+                         + bytes(range(0x80, 0x100)))
+_RECV_CHARS = _IDENT_CHARS | frozenset(b".:?!")
 
 
 class NotUtf8Error(ValueError):
@@ -143,6 +175,7 @@ class BinaryFileError(ValueError):
 
 @dataclass
 class FileFacts:
+    """All facts of one file; see the module docstring for the tuple columns."""
     nodes: list = field(default_factory=list)
     code: list = field(default_factory=list)
     calls: list = field(default_factory=list)
@@ -167,68 +200,26 @@ def extract(rel_path: str, data: bytes) -> FileFacts:
     return _FileExtractor(rel_path, data, tree.root_node).run()
 
 
-def _collapse(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _strip_turbofish(path: str) -> str:
-    """`Vec::<u8>::new` -> `Vec::new`; `<T as Tr>::f` is kept (not a turbofish)."""
-    while True:
-        m = _TURBOFISH_RE.search(path)
-        if not m:
-            return path
-        depth, i = 0, m.start() + 2
-        while i < len(path):
-            c = path[i]
-            if c == "<":
-                depth += 1
-            elif c == ">":
-                depth -= 1
-                if depth == 0:
-                    break
-            i += 1
-        path = path[:m.start()] + path[i + 1:]
-
-
-_SPACE_PUNCT_RE = re.compile(r"\s*([^\w\s])\s*")
-
-
-def _compact(text: str) -> str:
-    if " " not in text and "\n" not in text and "\t" not in text:
-        return text
-    return _SPACE_PUNCT_RE.sub(r"\1", _collapse(text))
-
-
-def _last_segment(path: str) -> str:
-    return path.rsplit("::", 1)[-1]
-
-
 class _Item:
-    """One extracted item while the file is processed."""
+    """One item while its file is processed (turned into a `nodes` row)."""
 
     __slots__ = ("node", "kind", "start", "end", "attrs", "docs", "recovered",
                  "name", "seg", "parent", "level", "id", "item_path", "is_test",
-                 "cfg", "params", "inner_docs", "header_end")
+                 "params", "inner", "header")
 
     def __init__(self, node, kind, start, end, attrs, docs, recovered=False):
         self.node = node
         self.kind = kind
         self.start = start          # includes leading attributes / doc comments
         self.end = end
-        self.attrs = attrs          # attribute_item nodes, source order
-        self.docs = docs            # doc comment nodes, source order
+        self.attrs = attrs          # [(start, end)] of leading attributes, or None
+        self.docs = docs            # (start, end) of the outer doc comments, or None
         self.recovered = recovered  # rebuilt from an ERROR region
-        self.name = ""
-        self.seg = ""
-        self.parent = None
-        self.level = 1
-        self.id = ""
-        self.item_path = ""
-        self.is_test = False
-        self.cfg = None
-        self.params = None          # generic type parameter names (set) or None
-        self.inner_docs = None      # `//!` / `#![...]` nodes inside the item
-        self.header_end = None      # recovered items: where the signature stops
+        self.params = None          # names of generic type parameters
+        self.inner = None           # `#![..]` / `//!` nodes directly inside the item
+        self.header = None          # recovered items: (header start, header end)
+        # set later: parent, level (_nest_items); name, seg (details);
+        # id, item_path, is_test (_emit_item)
 
 
 class _FileExtractor:
@@ -238,54 +229,61 @@ class _FileExtractor:
         self.root = root
         self.facts = FileFacts()
         self.items: list[_Item] = []
+        self.seen_ids: dict[str, int] = {}
         self.err_nodes: list = []
         self.err_starts: list[int] = []
         self.err_ends: list[int] = []
         self.missing: list[int] = []
         self.missing_owner: list[tuple] = []
-        self.seen_ids: dict[str, int] = {}
-        self.bounds_at: list[int] = []   # owner lookup: segment starts ...
-        self.owner_at: list = []         # ... and the innermost item (or None = file)
+        self.file_inner: list = []
+        self.line_at = (0, 1)  # (byte, its line) of the last emitted item
+        self.type_skip: set[int] = set()  # type_identifiers that name, not mention
+        self.file_test = False
+        self.has_errors = False
+        # owner lookup: sorted segment starts and the innermost item (None = file)
+        self.bounds_at: list[int] = []
+        self.owner_at: list = []
 
-    # ---------------------------------------------------------------- helpers
     def text(self, node) -> str:
         return self.data[node.start_byte:node.end_byte].decode("utf-8", "replace")
 
-    def text_ws(self, node) -> str:
-        """Node text without layout whitespace (paths): `a :: b` -> `a::b`,
-        but `<T as Tr>::f` keeps its spaces between words."""
+    def text_compact(self, node) -> str:
         return _compact(self.data[node.start_byte:node.end_byte].decode("utf-8", "replace"))
 
     def owner(self, pos: int):
-        i = bisect_right(self.bounds_at, pos) - 1
-        return self.owner_at[i] if i >= 0 else None
+        """Innermost item whose span contains byte `pos` (None: the file)."""
+        return self.owner_at[bisect_right(self.bounds_at, pos) - 1] if self.bounds_at else None
 
-    # ------------------------------------------------------------------- run
     def run(self) -> FileFacts:
         caps = tree_sitter.QueryCursor(_QUERY).captures(self.root)
-        if self.root.has_error:
+        self.has_errors = self.root.has_error
+        if self.has_errors:
             self._collect_errors()
+        inner = self._split_comments(caps)
         self._collect_items(caps)
         self._nest_items()
-        self._attach_inner(caps)
+        if self._add_item_macros(caps.get("mac", ())):
+            self._nest_items()
+        self._attach_inner(inner)
         file_id = "file:" + self.rel
-        file_test = self._file_is_test()
-        self.file_test = file_test
+        parts = self.rel.split("/")
+        self.file_test = ("tests" in parts[:-1] or parts[-1] == "tests.rs"
+                          or (bool(self.file_inner) and self._attr_info((), None, self.file_inner)[2]))
         for it in self.items:
-            self._item_facts(it, file_id)
-        self.facts.nodes.insert(0, self._file_node(file_id, file_test))
+            self._emit_item(it, file_id)
+        self.facts.nodes.insert(0, self._file_node(file_id))
         self._calls(caps, file_id)
         self._type_refs(caps, file_id)
         self._impl_trait_args(caps.get("abs", ()))
         f = self.facts
         f.parse_error_count = len(self.err_starts) + len(self.missing)
-        f.error_spans = sorted([(s, e) for s, e in zip(self.err_starts, self.err_ends)]
+        f.error_spans = sorted(list(zip(self.err_starts, self.err_ends))
                                + [(m, m) for m in self.missing])
         return f
 
     # ---------------------------------------------------------------- errors
     def _collect_errors(self):
-        """Visit only subtrees that contain an error (has_error), iteratively."""
+        """ERROR and MISSING nodes; only subtrees with has_error are visited."""
         stack = [self.root]
         errs, missing = [], []
         while stack:
@@ -313,140 +311,198 @@ class _FileExtractor:
             os, oe = owners[i]
             if start <= os and oe <= end:
                 n += 1
-        lo = bisect_left(self.err_starts, start)
-        hi = bisect_left(self.err_starts, end)
         ends = self.err_ends
-        for i in range(lo, hi):
+        for i in range(bisect_left(self.err_starts, start), bisect_left(self.err_starts, end)):
             if ends[i] <= end:
                 n += 1
         return n
 
     # ----------------------------------------------------------------- items
+    def _split_comments(self, caps):
+        """Outer doc comments go to the leading index with the attributes;
+        returns the inner attributes and inner doc comments (`#![..]`, `//!`)."""
+        data = self.data
+        outer_docs, inner = [], list(caps.get("inner", ()))
+        for n in caps.get("comment", ()):
+            s = n.start_byte
+            if data.startswith(b"///", s):
+                if not data.startswith(b"////", s):
+                    outer_docs.append(n)
+            elif data.startswith(b"//!", s) or data.startswith(b"/*!", s):
+                inner.append(n)
+            elif data.startswith(b"/**", s) and not data.startswith(b"/***", s) \
+                    and not data.startswith(b"/**/", s):
+                outer_docs.append(n)
+        self._leading_index(caps.get("attr", ()), outer_docs)
+        return inner
+
     def _collect_items(self, caps):
         items = self.items
+        leading = self._leading
         for node in caps.get("item", ()):
-            items.append(self._new_item(node, _KIND[node.type]))
-        for node in caps.get("mac", ()):
-            if self._is_item_level(node):
-                items.append(self._new_item(node, "macro_call"))
-        for err in self.err_nodes:
-            self._recover_items(err)
+            start, attrs, docs = leading(node.start_byte)
+            items.append(_Item(node, _KIND[node.type], start, node.end_byte, attrs, docs))
+        if self.err_nodes:
+            self._fix_error_extents()
+            self._recover_items()
 
-    def _new_item(self, node, kind) -> _Item:
-        attrs, docs, start = self._leading(node)
-        return _Item(node, kind, start, node.end_byte, attrs, docs)
+    def _add_item_macros(self, macros) -> bool:
+        """Macro invocations directly in a file, module, impl, trait or extern
+        block are items (`lazy_static! {..}`); those in bodies and
+        initialisers are calls only. Decided by the innermost item around."""
+        added = False
+        for node in macros:
+            s = node.start_byte
+            it = self.owner(s)
+            if it is not None and it.kind in _MACRO_HOSTS:
+                # in the host's body, not its header (`impl From<Token![_]> for X`)
+                if it.recovered:
+                    body_start = it.header[1]
+                else:
+                    body = it.node.child_by_field_id(_F_BODY)
+                    body_start = body.start_byte if body is not None else it.end
+                if s < body_start:
+                    continue
+            if it is None or it.kind in _MACRO_HOSTS:
+                start, attrs, docs = self._leading(s)
+                self.items.append(_Item(node, "macro_call", start, node.end_byte, attrs, docs))
+                added = True
+        return added
 
-    def _leading(self, node):
-        """Attributes and doc comments right before an item (they are siblings)."""
-        attrs, docs = [], []
-        start = node.start_byte
+    def _fix_error_extents(self):
+        """An item containing errors ends where its braces match in the text
+        (its `}`, or its `;` outside brackets), as rustc matches delimiters
+        before parsing, when that is earlier than tree-sitter's node end:
+        error recovery sometimes swallows what follows an item into it."""
         data = self.data
-        prev = node.prev_named_sibling
-        while prev is not None:
-            t = prev.type
-            if t == "attribute_item":
-                attrs.append(prev)
-                start = prev.start_byte
-            elif t == "line_comment" or t == "block_comment":
-                s = prev.start_byte
-                head = data[s:s + 4]
-                if (head[:3] == b"///" and head != b"////") or (
-                        head[:3] == b"/**" and head not in (b"/***", b"/**/")):
-                    docs.append(prev)
-                    start = s
-                elif head[:3] in (b"//!", b"/*!"):
-                    break  # inner doc of the enclosing module
-                # a plain comment: look further, it is kept only if docs precede it
-            else:
+        for it in self.items:
+            if it.kind in _NO_EXTENT_FIX or not it.node.has_error:
+                continue
+            end = _item_extent(data, it.node.start_byte, it.kind)[1]
+            if 0 < end < it.end:
+                it.end = end
+
+    def _leading_index(self, attrs, docs):
+        """Sorted spans of all attributes and outer doc comments of the file.
+        (Walking an item's previous siblings instead costs a parent lookup
+        from the root for every step.)"""
+        spans = [(n.start_byte, n.end_byte, True) for n in attrs]
+        spans.extend((n.start_byte, n.end_byte, False) for n in docs)
+        spans.sort()  # capture lists are not always in document order
+        self.lead = spans
+        self.lead_ends = [sp[1] for sp in spans]
+
+    def _leading(self, pos):
+        """Attributes and doc comments right before an item starting at `pos`
+        (separated by whitespace or plain comments only).
+        -> (start including them, [(attr start, end)] or None, doc region or None)."""
+        i = bisect_right(self.lead_ends, pos) - 1
+        if i < 0:
+            return pos, None, None
+        data = self.data
+        lead = self.lead
+        attrs = None
+        doc_end = -1
+        start = pos
+        while i >= 0:
+            s, e, is_attr = lead[i]
+            if start - e > 2048:
+                break  # too far away to belong to this item
+            gap = data[e:start]
+            if gap and not gap.isspace() and (b"//" not in gap or not _only_comments(gap)):
                 break
-            prev = prev.prev_named_sibling
-        attrs.reverse()
-        docs.reverse()
-        return attrs, docs, start
+            if is_attr:
+                if attrs is None:
+                    attrs = []
+                attrs.append((s, e))
+            elif doc_end < 0:
+                doc_end = e
+            start = s
+            i -= 1
+        if attrs is not None:
+            attrs.reverse()
+        docs = None
+        if doc_end >= 0:  # from the start of the first doc line (`^` anchors there)
+            docs = (data.rfind(b"\n", 0, start) + 1, doc_end)
+        return start, attrs, docs
 
-    def _is_item_level(self, node) -> bool:
-        """A macro invocation directly in a file, module, impl or trait body."""
-        p = node.parent
-        while p is not None and p.type == "ERROR" and p.parent is not None:
-            p = p.parent
-        return p is not None and (p.parent is None or p.type in ("source_file", "declaration_list"))
-
-    def _recover_items(self, err):
-        """Rebuild items whose tokens sit loose in an ERROR node.
-
-        An item starts at an item keyword followed by a name; it ends at its
-        matching `}` (brace count over the ERROR's children), at `;`, at a
-        parsed body node, or at the end of the ERROR region.
-        """
-        kids = err.children
-        n = len(kids)
-        for i, k in enumerate(kids):
-            kind = _RECOVER_KW.get(k.type)
-            if kind is None or i + 1 >= n:
+    def _recover_items(self):
+        """Rebuild items that tree-sitter left as loose tokens inside ERROR
+        regions, from the text: an item keyword at a line start, its name, and
+        its extent by bracket matching (literals and comments skipped). Text
+        is used because error recovery can break a complete earlier item apart
+        (e.g. when garbage follows it); bracket matching gives it back its span."""
+        data = self.data
+        parsed = sorted(it.node.start_byte for it in self.items)
+        ranges = []  # top-level ERROR regions, each from the start of its line
+        for n in self.err_nodes:
+            s, e = n.start_byte, n.end_byte
+            if ranges and s < ranges[-1][1]:
+                if e > ranges[-1][1]:
+                    ranges[-1] = (ranges[-1][0], e)
                 continue
-            nxt = kids[i + 1]
-            if kind in ("const", "static") and nxt.type in ("fn", "function_modifiers", "unsafe",
-                                                             "async", "extern", "extern_modifier"):
-                continue  # `const fn` / `static` in `static mut` handled by the fn keyword
-            if kind != "impl" and nxt.type not in ("identifier", "type_identifier",
-                                                   "mutable_specifier"):
-                continue
-            name_node = nxt
-            if nxt.type == "mutable_specifier" and i + 2 < n:
-                name_node = kids[i + 2]
-            # include visibility / qualifiers written before the keyword
-            j = i
-            while j > 0 and kids[j - 1].type in _ITEM_PREFIX_TOKENS:
-                j -= 1
-            start = kids[j].start_byte
-            end, header_end = self._recovered_end(kids, i + 1, err.end_byte)
-            attrs, docs, start2 = self._leading(kids[j])
-            it = _Item(k, kind, start2, end, attrs, docs, recovered=True)
-            it.name = self.text(name_node) if kind != "impl" else ""
-            it.header_end = header_end if header_end is not None else end
-            it.seg = start  # temporary: where the header text starts
-            self.items.append(it)
+            ranges.append((data.rfind(b"\n", 0, s) + 1, e))
+        for lo, hi in ranges:
+            dead = [m.span() for m in _DEAD_RE.finditer(data, lo, hi)]
+            dead_starts = [d[0] for d in dead]
+            for m in _ITEM_START_RE.finditer(data, lo, hi):
+                start, kw_end = m.start("item"), m.end("kw")
+                k = bisect_left(parsed, start)
+                if k < len(parsed) and parsed[k] <= kw_end:
+                    continue  # tree-sitter built this item
+                d = bisect_right(dead_starts, start) - 1
+                if d >= 0 and start < dead[d][1]:
+                    continue  # inside a string or comment
+                it = self._recover_one(start, kw_end, _RECOVER_KIND[m.group("kw")])
+                if it is not None:
+                    self.items.append(it)
 
-    @staticmethod
-    def _recovered_end(kids, i, err_end):
-        depth = 0
-        header_end = None
-        for k in kids[i:]:
-            t = k.type
-            if depth == 0:
-                if t in _BODY_TYPES:
-                    return k.end_byte, (header_end if header_end is not None else k.start_byte)
-                if t == ";":
-                    return k.end_byte, (header_end if header_end is not None else k.start_byte)
-                if header_end is None and (t in _KIND or t in _RECOVER_KW) and t not in ("mut",):
-                    # another item starts before this one got a body: header only
-                    return k.start_byte, k.start_byte
-            if t == "{":
-                if header_end is None:
-                    header_end = k.start_byte
-                depth += 1
-            elif t == "}":
-                depth -= 1
-                if depth <= 0:
-                    return k.end_byte, header_end
-        return err_end, header_end
+    def _recover_one(self, start, kw_end, kind):
+        data = self.data
+        name = ""
+        pos = kw_end
+        if kind != "impl" and kind != "use":
+            m = _NAME_RE.match(data, kw_end)
+            if m is None:
+                return None  # `fn(` type, `impl` argument...: not an item
+            name = m.group(1).decode("utf-8", "replace")
+            pos = m.end()
+        header_end, end = _item_extent(data, pos, kind)
+        # a header that runs into the next item was cut short (`fn f(x: u8` + newline)
+        nxt = _ITEM_START_RE.search(data, pos, header_end)
+        if nxt is not None:
+            header_end = end = nxt.start()
+            while end > start and data[end - 1] in b" \t\r\n":
+                end -= 1
+        lead_start, attrs, docs = self._leading(start)
+        it = _Item(None, kind, lead_start, end, attrs, docs, recovered=True)
+        if kind == "use":  # the same segment as a parsed `use`
+            name = "<use " + _collapse(data[kw_end:header_end].decode("utf-8", "replace")) + ">"
+        it.name = name
+        it.header = (start, header_end)
+        return it
 
     def _nest_items(self):
         """Sort items, find parents with a span stack, and build the owner
-        lookup: sorted segment starts -> innermost item covering them."""
+        lookup (segment starts -> innermost item) in the same sweep."""
         items = self.items
         items.sort(key=lambda it: (it.start, -it.end))
         stack: list[_Item] = []
-        bounds_at, owner_at = self.bounds_at, self.owner_at
+        bounds_at, owner_at = self.bounds_at, self.owner_at = [], []
         for it in items:
             while stack and stack[-1].end <= it.start:
                 done = stack.pop()
                 bounds_at.append(done.end)
                 owner_at.append(stack[-1] if stack else None)
-            if stack and it.end > stack[-1].end:
-                it.end = stack[-1].end  # a recovered span never crosses its parent
-            it.parent = stack[-1] if stack else None
-            it.level = it.parent.level + 1 if stack else 1
+            if stack:
+                top = stack[-1]
+                if it.end > top.end:
+                    it.end = top.end  # a recovered span never crosses its parent
+                it.parent = top
+                it.level = top.level + 1
+            else:
+                it.parent = None
+                it.level = 1
             bounds_at.append(it.start)
             owner_at.append(it)
             stack.append(it)
@@ -455,250 +511,341 @@ class _FileExtractor:
             bounds_at.append(done.end)
             owner_at.append(stack[-1] if stack else None)
 
-    # ------------------------------------------------- attributes and docs
-    def _attach_inner(self, caps):
+    def _attach_inner(self, nodes):
         """`#![...]` and `//!` belong to the innermost enclosing item (or file)."""
-        self.file_inner = []
-        for name in ("iattr", "idoc"):
-            for node in caps.get(name, ()):
-                it = self.owner(node.start_byte)
-                if it is None:
-                    self.file_inner.append(node)
-                elif it.inner_docs is None:
-                    it.inner_docs = [node]
-                else:
-                    it.inner_docs.append(node)
+        for node in nodes:
+            it = self.owner(node.start_byte)
+            if it is None:
+                self.file_inner.append(node)
+            elif it.inner is None:
+                it.inner = [node]
+            else:
+                it.inner.append(node)
 
-    def _file_is_test(self) -> bool:
-        parts = self.rel.split("/")
-        if "tests" in parts[:-1] or parts[-1] == "tests.rs":
-            return True
-        return self._attr_info([], [], self.file_inner)[2]
+    # ------------------------------------------------------- item -> facts
+    def _emit_item(self, it: _Item, file_id: str):
+        parent = it.parent
+        parent_id = parent.id if parent is not None else file_id
+        data = self.data
+        if it.recovered:
+            sig, vis, gen, where, tparams, wnode = self._recovered_details(it)
+        else:
+            sig, vis, gen, where, tparams, wnode = self._details(it)
+        kind = it.kind
+        # id from the parent's item path; `~n` for later duplicates
+        seg = it.seg
+        item_path = parent.item_path + "::" + seg if parent is not None else seg
+        iid = kind + ":" + self.rel + "::" + item_path
+        seen = self.seen_ids
+        if iid in seen:
+            n = seen[iid] = seen[iid] + 1
+            seg = seg + "~" + str(n)
+            item_path = parent.item_path + "::" + seg if parent is not None else seg
+            iid = kind + ":" + self.rel + "::" + item_path
+        seen[iid] = 1
+        it.seg, it.item_path, it.id = seg, item_path, iid
+        f = self.facts
 
-    def _attr_info(self, attrs, docs, inner):
-        """-> (cfg list, features, is_test, doc text, path attr)."""
-        cfg, docs_out = [], []
+        if it.attrs or it.docs or it.inner:
+            cfg, features, is_test, doc, path_attr = self._attr_info(
+                it.attrs or (), it.docs, it.inner)
+        else:
+            cfg, features, is_test, doc, path_attr = [], [], False, "", ""
+        it.is_test = is_test or (parent.is_test if parent is not None else self.file_test)
+
+        s, e = it.start, it.end
+        raw = data[s:e]
+        node = it.node
+        # items come in start order: count lines incrementally
+        line_start = self.line_at[1] + data.count(b"\n", self.line_at[0], s)
+        self.line_at = (s, line_start)
+        if it.recovered or e != node.end_byte:
+            line_end = line_start + raw.count(b"\n", 0, len(raw) - 1)
+        else:
+            line_end = node.end_point.row + 1
+        errs = self._errors_within(s, e) if self.has_errors else 0
+        if it.recovered and errs == 0:
+            errs = 1
+        f.nodes.append((iid, self.rel, kind, it.name, it.item_path, parent_id, it.level, sig,
+                        vis, gen, where, cfg, features, it.is_test, doc, s, e, line_start,
+                        line_end, errs, blake3.blake3(raw).hexdigest(), errs > 0))
+        f.code.append((iid, raw.decode("utf-8", "replace")))
+
+        if kind == "use" and not it.recovered:
+            for path, name, alias, glob in self._use_rows(node):
+                f.uses.append((parent_id, iid, path, name, alias, glob, vis))
+        elif kind == "impl":
+            f.impls.append((iid,) + (_impl_row_text(sig) if it.recovered
+                                     else self._impl_row(node)))
+        elif kind == "mod":
+            inline = (it.header[1] < e) if it.recovered else (
+                node.child_by_field_id(_F_BODY) is not None)
+            f.mods.append((iid, it.name, inline, path_attr))
+        if tparams is not None or wnode is not None or (
+                (kind == "trait" or kind == "type") and not it.recovered):
+            self._bounds(it, node, tparams, wnode)
+
+    def _details(self, it: _Item):
+        """Name, segment, signature... of a parsed item.
+        -> (signature, visibility, generics, where text, type_parameters, where node)."""
+        node = it.node
+        data = self.data
+        kind = it.kind
+        start = node.start_byte
+        first = node.child(0)
+        vis = ""
+        if first is not None and first.kind_id == _VIS_KIND:
+            vis = data[start:first.end_byte].decode("utf-8", "replace")
+        # the signature stops at the `{` body, or before `= value` of const/static
+        sig_end = node.end_byte
+        body = node.child_by_field_id(_F_BODY)
+        if kind == "const" or kind == "static" or kind == "variant":
+            value = node.child_by_field_id(_F_VALUE)
+            if value is not None:
+                sig_end = data.rfind(b"=", start, value.start_byte)
+        elif body is not None and body.kind_id != _TUPLE_FIELDS_KIND:
+            sig_end = body.start_byte
+        sig = " ".join(data[start:sig_end].decode("utf-8", "replace").split())
+        if sig[-1:] == ";":
+            sig = sig[:-1].rstrip()
+
+        tparams = wnode = None
+        gen = where = ""
+        if kind in _GENERIC_KINDS:
+            tparams = node.child_by_field_id(_F_TPARAMS)
+            if tparams is not None:
+                gen = data[tparams.start_byte:tparams.end_byte].decode("utf-8", "replace")
+            if data.find(b"where", start, node.end_byte if body is None else body.start_byte) >= 0:
+                for ch in node.children:
+                    if ch.type == "where_clause":
+                        wnode = ch
+                        where = _collapse(self.text(ch))
+                        break
+
+        if kind == "impl":
+            hdr_end = wnode.start_byte if wnode is not None else (
+                body.start_byte if body is not None else node.end_byte)
+            name = "<" + _collapse(data[start:hdr_end].decode("utf-8", "replace")) + ">"
+        elif kind == "use":
+            name = self._use_segment(node)
+        elif kind == "extern_block":
+            name = "<" + sig + ">"
+        elif kind == "macro_call":
+            mac = node.child_by_field_id(_F_MACRO)
+            name = self.text_compact(mac) if mac is not None else ""
+            sig = name + "!"
+        else:
+            nn = node.child_by_field_id(_F_NAME)
+            name = data[nn.start_byte:nn.end_byte].decode("utf-8", "replace") if nn else ""
+            if kind == "macro_rules":
+                sig = "macro_rules! " + name
+            elif kind in _TYPE_NAMED and nn is not None:
+                self.type_skip.add(nn.start_byte)  # a definition, not a type mention
+        it.name = name
+        it.seg = name or "<missing>"
+        return sig, vis, gen, where, tparams, wnode
+
+    def _recovered_details(self, it: _Item):
+        hs, he = it.header
+        hdr = _collapse(self.data[hs:he].decode("utf-8", "replace")).rstrip("{;").rstrip()
+        m = _VIS_RE.match(hdr)
+        vis = m.group(0).replace(" ", "") if m else ""
+        if it.kind == "impl":
+            seg = hdr[m.end():].strip() if m else hdr
+            w = _WHERE_RE.search(seg)
+            it.name = "<" + (seg[:w.start()] if w else seg) + ">"
+        it.seg = it.name or "<missing>"
+        return hdr, vis, "", "", None, None
+
+    def _attr_info(self, attrs, docs=None, inner=None):
+        """Attributes, outer doc region and inner attributes/docs ->
+        (cfg list, features, is_test, doc text, #[path] value)."""
+        data = self.data
+        cfg = []
+        features = []
         is_test = False
         path_attr = ""
-        data = self.data
-        nodes = attrs
+        doc_parts = []  # (position, text) for `#[doc = ..]` and inner docs
         if inner:
-            nodes = list(attrs) + [n for n in inner if n.type == "inner_attribute_item"]
-            docs = list(docs) + [n for n in inner if n.type != "inner_attribute_item"]
-        for a in nodes:
-            s, e = a.start_byte, a.end_byte
-            body = data[s:e].decode("utf-8", "replace")
-            body = body[3:-1] if body.startswith("#!") else body[2:-1]
-            name, _, rest = body.strip().partition("(")
+            attrs = list(attrs)
+            for n in sorted(inner, key=lambda n: n.start_byte):
+                if n.type == "inner_attribute_item":
+                    attrs.append((n.start_byte, n.end_byte))
+                else:
+                    doc_parts.append((n.start_byte, _doc_text(data[n.start_byte:n.end_byte])))
+        for s, e in attrs:
+            off = s + (3 if data[s + 1] == 33 else 2)  # `#![` or `#[`
+            if not data.startswith(_ATTR_HEADS, off) and data.find(b"test", off, e) < 0:
+                continue  # derive, inline, allow...: nothing to record
+            body = data[off:e - 1].decode("utf-8", "replace")
+            name, paren, rest = body.partition("(")
             name = name.strip()
-            if rest and name in ("cfg", "cfg_attr"):
+            if paren and (name == "cfg" or name == "cfg_attr"):
                 pred = rest.rsplit(")", 1)[0].strip()
                 if name == "cfg":
                     cfg.append(_collapse(pred))
-                    if _is_test_cfg(pred):
-                        is_test = True
+                    is_test = is_test or _is_test_cfg(pred)
                 else:
                     cfg.append("cfg_attr:" + _collapse(_first_arg(pred)))
                 continue
             key, eq, value = body.partition("=")
             key = key.strip()
-            if eq and key in ("doc", "path"):
-                value = _string_value(value)
-                if key == "doc":
-                    docs_out.append((s, value))
-                else:
-                    path_attr = value
-            elif key in ("test", "bench") or key.endswith("::test"):
+            if eq and key == "doc":
+                doc_parts.append((s, _string_value(value)))
+            elif eq and key == "path":
+                path_attr = _string_value(value)
+            elif key == "test" or key == "bench" or key.endswith("::test"):
                 is_test = True
-        for d in docs:
-            docs_out.append((d.start_byte, _doc_text(data[d.start_byte:d.end_byte])))
         doc = ""
-        if docs_out:
-            docs_out.sort()
-            doc = "\n".join(t for _, t in docs_out).strip()
-        features = []
+        if docs is not None:
+            ds, de = docs
+            if not doc_parts and data.find(b"/**", ds, de) < 0:
+                # common case: only `///` lines
+                doc = b"\n".join(_DOC_LINE_RE.findall(data, ds, de)).decode(
+                    "utf-8", "replace").strip()
+            else:
+                for m in _DOC_RE.finditer(data, ds, de):
+                    line = m.group(1)
+                    doc_parts.append((m.start(), line.decode("utf-8", "replace")
+                                      if line is not None else _doc_text(m.group(0))))
+        if doc_parts:
+            doc_parts.sort()
+            doc = "\n".join(t.rstrip("\r") for _, t in doc_parts).strip()
         for c in cfg:
             if "feature" in c:
-                for f in _FEATURE_RE.findall(c):
-                    if f not in features:
-                        features.append(f)
+                for name in _FEATURE_RE.findall(c):
+                    if name not in features:
+                        features.append(name)
         return cfg, features, is_test, doc, path_attr
 
-    # ------------------------------------------------------------ node facts
-    def _item_facts(self, it: _Item, file_id: str):
-        parent = it.parent
-        parent_id = parent.id if parent else file_id
-        self.pending_impl = self.pending_uses = None
-        self.pending_generics = (None, None)
-        if it.recovered:
-            sig, vis, gen, where, name, seg = self._recovered_details(it)
-        else:
-            sig, vis, gen, where, name, seg = self._details(it)
-        it.name = name
-        # ids: parents come first (sorted), so their final segment is known
-        item_path = parent.item_path + "::" + seg if parent else seg
-        iid = it.kind + ":" + self.rel + "::" + item_path
-        seen = self.seen_ids
-        if iid in seen:
-            seen[iid] += 1
-            seg = seg + "~" + str(seen[iid])
-            item_path = parent.item_path + "::" + seg if parent else seg
-            iid = it.kind + ":" + self.rel + "::" + item_path
-            seen[iid] = 1
-        else:
-            seen[iid] = 1
-        it.seg, it.item_path, it.id = seg, item_path, iid
-        self._kind_facts(it, parent_id, vis)
-
-        cfg, features, is_test, doc, path_attr = self._attr_info(it.attrs, it.docs, it.inner_docs)
-        it.is_test = is_test or (parent.is_test if parent else self.file_test)
-        s, e = it.start, it.end
-        raw = self.data[s:e]
-        node = it.node
-        if it.recovered or e != node.end_byte:
-            line_start = self.data.count(b"\n", 0, s) + 1
-            line_end = line_start + raw.count(b"\n", 0, max(len(raw) - 1, 0))
-        else:
-            first = node
-            if s != node.start_byte:
-                first = min(it.attrs[:1] + it.docs[:1], key=lambda n: n.start_byte)
-            line_start = first.start_point.row + 1
-            line_end = node.end_point.row + 1
-        errs = self._errors_within(s, e) if self.err_starts or self.missing else 0
-        if it.recovered and errs == 0:
-            errs = 1
-        self.facts.nodes.append((
-            iid, self.rel, it.kind, name, item_path, parent_id, it.level, sig, vis, gen,
-            where, cfg, features, it.is_test, doc, s, e, line_start, line_end, errs,
-            blake3.blake3(raw).hexdigest(), it.recovered or errs > 0))
-        self.facts.code.append((iid, raw.decode("utf-8", "replace")))
-        if it.kind == "mod":
-            inline = not it.recovered and node.child_by_field_name("body") is not None
-            if it.recovered:
-                inline = it.header_end < it.end
-            self.facts.mods.append((iid, name, inline, path_attr))
-
-    def _details(self, it: _Item):
-        """-> (signature, visibility, generics, where_clause, name, segment)."""
-        node = it.node
+    def _file_node(self, file_id):
         data = self.data
-        kind = it.kind
-        vis = gen = ""
-        where = body = tparams = eq = None
-        for ch in node.children:
-            t = ch.type
-            if t == "visibility_modifier":
-                vis = self.text(ch)
-            elif t == "type_parameters":
-                tparams = ch
-            elif t == "where_clause":
-                where = ch
-            elif t in _BODY_TYPES:
-                if body is None:
-                    body = ch
-            elif t == "=":
-                eq = ch
-        start = node.start_byte
-        if kind in ("const", "static", "variant") and eq is not None:
-            sig_end = eq.start_byte
-        elif body is not None and kind != "variant":
-            sig_end = body.start_byte
+        if self.file_inner:
+            cfg, features, _, doc, _ = self._attr_info((), None, self.file_inner)
         else:
-            sig_end = node.end_byte
-        sig = _collapse(data[start:sig_end].decode("utf-8", "replace"))
-        if sig.endswith(";"):
-            sig = sig[:-1].rstrip()
-        if tparams is not None:
-            gen = self.text(tparams)
-        where_txt = _collapse(self.text(where)) if where is not None else ""
+            cfg, features, doc = [], [], ""
+        stem = self.rel.rsplit("/", 1)[-1]
+        if stem.endswith(".rs"):
+            stem = stem[:-3]
+        end = self.root.end_point
+        line_end = end.row + 1 if end.column > 0 else max(end.row, 1)
+        errs = len(self.err_starts) + len(self.missing)
+        return (file_id, self.rel, "file", stem, "", "", 0, "", "", "", "", cfg, features,
+                self.file_test, doc, 0, len(data), 1, line_end, errs,
+                blake3.blake3(data).hexdigest(), errs > 0)
 
-        if kind == "impl":
-            hdr_end = where.start_byte if where is not None else (
-                body.start_byte if body is not None else node.end_byte)
-            seg = "<" + _collapse(data[start:hdr_end].decode("utf-8", "replace")) + ">"
-            name = seg
-            self._impl_fact(it, node, seg)
-        elif kind == "use":
-            name = seg = self._use_facts(it, node, vis)
-        elif kind == "extern_block":
-            name = seg = "<" + _collapse(data[start:sig_end].decode("utf-8", "replace")) + ">"
-        elif kind == "macro_call":
-            mac = node.child_by_field_name("macro")
-            name = seg = self.text_ws(mac) if mac is not None else "<missing>"
-            sig = name + "!"
-        elif kind == "macro_rules":
-            nn = node.child_by_field_name("name")
-            name = seg = self.text(nn) if nn is not None else "<missing>"
-            sig = "macro_rules! " + name
-        else:
-            nn = node.child_by_field_name("name")
+    # ------------------------------------------------------- uses and impls
+    def _use_segment(self, node) -> str:
+        if node.type == "extern_crate_declaration":
+            nn = node.child_by_field_id(_F_NAME)
+            al = node.child_by_field_id(_F_ALIAS)
             name = self.text(nn) if nn is not None else ""
-            seg = name or "<missing>"
-        self.pending_generics = (tparams, where)
-        return sig, vis, gen, where_txt, name, seg
+            return "<extern crate " + name + (" as " + self.text(al) if al is not None else "") + ">"
+        arg = node.child_by_field_id(_F_ARGUMENT)
+        return "<use " + (_collapse(self.text(arg)) if arg is not None else "") + ">"
 
-    def _recovered_details(self, it: _Item):
-        hdr = _collapse(self.data[it.seg:it.header_end].decode("utf-8", "replace"))
-        hdr = hdr.rstrip("{;").rstrip()
-        vis = ""
-        m = re.match(r"pub(\s*\([^)]*\))?", hdr)
-        if m:
-            vis = m.group(0).replace(" ", "")
-        if it.kind == "impl":
-            name = seg = "<" + hdr + ">"
-        else:
-            name = it.name
-            seg = name or "<missing>"
-        return hdr, vis, "", "", name, seg
+    def _use_rows(self, node):
+        """One (path, bound name, alias, is_glob) per imported leaf of a use tree."""
+        if node.type == "extern_crate_declaration":
+            nn = node.child_by_field_id(_F_NAME)
+            al = node.child_by_field_id(_F_ALIAS)
+            name = self.text(nn) if nn is not None else ""
+            alias = self.text(al) if al is not None else ""
+            return [(name, alias or name, alias, False)]
+        rows = []
+        arg = node.child_by_field_id(_F_ARGUMENT)
+        stack = [(arg, "")] if arg is not None else []
+        while stack:
+            n, prefix = stack.pop()
+            t = n.type
+            if t == "use_list":
+                for ch in reversed(n.named_children):
+                    stack.append((ch, prefix))
+            elif t == "scoped_use_list":
+                p = n.child_by_field_id(_F_PATH)
+                lst = n.child_by_field_id(_F_LIST)
+                if lst is not None:
+                    stack.append((lst, _join(prefix, self.text_compact(p)) if p is not None
+                                  else prefix))
+            elif t == "use_as_clause":
+                p = n.child_by_field_id(_F_PATH)
+                al = n.child_by_field_id(_F_ALIAS)
+                alias = self.text(al) if al is not None else ""
+                ptxt = self.text_compact(p) if p is not None else ""
+                full = prefix if ptxt == "self" else _join(prefix, ptxt)
+                rows.append((full, alias or _last_segment(full), alias, False))
+            elif t == "use_wildcard":
+                base = self.text_compact(n)[:-1]
+                if base.endswith("::"):
+                    base = base[:-2]
+                rows.append((_join(prefix, base), "*", "", True))
+            elif t in ("identifier", "scoped_identifier", "self", "super", "crate",
+                       "metavariable"):
+                ptxt = self.text_compact(n)
+                full = prefix if (ptxt == "self" and prefix) else _join(prefix, ptxt)
+                rows.append((full, _last_segment(full), "", False))
+        return rows
 
-    def _kind_facts(self, it, parent_id, vis):
-        """Facts that need the item id: impls, uses, bounds."""
-        f = self.facts
-        if self.pending_impl is not None:
-            f.impls.append((it.id,) + self.pending_impl)
-        if self.pending_uses:
-            for path, name, alias, glob in self.pending_uses:
-                f.uses.append((parent_id, it.id, path, name, alias, glob, vis))
-        tparams, where = self.pending_generics
-        if tparams is not None or where is not None or (
-                not it.recovered and it.kind in ("trait", "type")):
-            self._bounds(it, it.node, tparams, where)
+    def _impl_row(self, node):
+        """-> (trait_path, trait_name, self_path, self_name); trait '' if inherent."""
+        trait = node.child_by_field_id(_F_TRAIT)
+        self_ty = node.child_by_field_id(_F_TYPE)
+        tpath = tname = ""
+        if trait is not None:
+            tpath, tname = self._type_path(trait)
+            k = trait.start_byte - 1
+            while k > 0 and self.data[k] in b" \t\r\n":
+                k -= 1
+            if self.data[k] == 33:  # `impl !Sync for X`: a negative impl
+                tpath, tname = "!" + tpath, "!" + tname
+        spath, sname = self._type_path(self_ty) if self_ty is not None else ("", "")
+        return tpath, tname, spath, sname
 
-    # ------------------------------------------------------ generic bounds
+    def _type_path(self, node):
+        """Type node -> (path without generics or references, last segment)."""
+        while node.type in ("reference_type", "pointer_type"):
+            inner = node.child_by_field_id(_F_TYPE)
+            if inner is None:
+                break
+            node = inner
+        if node.type == "generic_type":
+            node = node.child_by_field_id(_F_TYPE) or node
+        path = self.text_compact(node)
+        return path, _last_segment(path)
+
+    # ---------------------------------------------------------------- bounds
     def _bounds(self, it, node, tparams, where):
         out = self.facts.bounds
         iid = it.id
         if tparams is not None:
             params = set()
             for p in tparams.named_children:
-                t = p.type
-                if t == "type_parameter" or t == "constrained_type_parameter" \
-                        or t == "optional_type_parameter":
-                    n = p.child_by_field_name("name") or p.child_by_field_name("left")
-                    if n is None:
-                        continue
-                    pname = self.text(n)
-                    params.add(pname)
-                    b = p.child_by_field_name("bounds")
-                    if b is not None:
-                        self._emit_bounds(out, iid, pname, b)
+                if p.type != "type_parameter":
+                    continue  # lifetimes and const generics carry no trait bounds
+                n = p.child_by_field_id(_F_NAME)
+                if n is None:
+                    continue
+                pname = self.text(n)
+                params.add(pname)
+                b = p.child_by_field_id(_F_BOUNDS)
+                if b is not None:
+                    self._emit_bounds(out, iid, pname, b)
             it.params = params
         if where is not None:
             for pred in where.named_children:
                 if pred.type != "where_predicate":
                     continue
-                left = pred.child_by_field_name("left")
-                b = pred.child_by_field_name("bounds")
+                left = pred.child_by_field_id(_F_LEFT)
+                b = pred.child_by_field_id(_F_BOUNDS)
                 if left is None or b is None or left.type == "lifetime":
                     continue
                 if left.type == "higher_ranked_trait_bound":
-                    left = left.child_by_field_name("type") or left
+                    left = left.child_by_field_id(_F_TYPE) or left
                 self._emit_bounds(out, iid, _collapse(self.text(left)), b)
         if it.kind == "trait" or node.type == "associated_type":
-            b = node.child_by_field_name("bounds")
+            b = node.child_by_field_id(_F_BOUNDS)
             if b is not None:
-                param = "Self" if it.kind == "trait" else it.seg
-                self._emit_bounds(out, iid, param, b)
+                self._emit_bounds(out, iid, "Self" if it.kind == "trait" else it.name, b)
 
     def _emit_bounds(self, out, iid, param, bounds_node):
         for b in bounds_node.named_children:
@@ -707,32 +854,32 @@ class _FileExtractor:
                 out.append((iid, param, entry[0], entry[1]))
 
     def _bound_entry(self, b):
-        """A trait bound node -> (path without generics, last segment)."""
+        """A trait bound node -> (path without generics, last segment) or None."""
         prefix = ""
         t = b.type
         if t == "removed_trait_bound":
             prefix = "?"
             b = b.named_child(0)
         elif t == "higher_ranked_trait_bound":
-            b = b.child_by_field_name("type")
+            b = b.child_by_field_id(_F_TYPE)
         elif t == "tuple_type" and b.named_child_count == 1:
-            b = b.named_child(0)
+            b = b.named_child(0)  # `(Trait)`
         if b is None:
             return None
         t = b.type
         if t in ("lifetime", "line_comment", "block_comment", "use_bounds"):
             return None
-        if t == "function_type":
-            b = b.child_by_field_name("trait")
+        if t == "function_type":  # Fn(u8) -> u8
+            b = b.child_by_field_id(_F_TRAIT)
         elif t == "generic_type":
-            b = b.child_by_field_name("type")
+            b = b.child_by_field_id(_F_TYPE)
         if b is None:
             return None
-        path = self.text_ws(b)
+        path = self.text_compact(b)
         return prefix + path, prefix + _last_segment(path)
 
     def _impl_trait_args(self, abs_nodes):
-        """`fn f(x: impl Tr)`: a bound on the anonymous parameter `impl:x`."""
+        """`fn f(x: impl Tr)`: bound `Tr` on the anonymous parameter `impl:x`."""
         out = self.facts.bounds
         for a in abs_nodes:
             p = a.parent
@@ -741,232 +888,311 @@ class _FileExtractor:
             if p is None or p.type != "parameter":
                 continue
             owner = self.owner(a.start_byte)
-            if owner is None:
+            tr = a.child_by_field_id(_F_TRAIT)
+            if owner is None or tr is None:
                 continue
-            pat = p.child_by_field_name("pattern")
-            param = "impl:" + (self.text_ws(pat) if pat is not None else "_")
-            tr = a.child_by_field_name("trait")
-            if tr is None:
-                continue
-            parts = tr.named_children if tr.type == "bounded_type" else [tr]
-            for b in parts:
+            pat = p.child_by_field_id(_F_PATTERN)
+            param = "impl:" + (self.text_compact(pat) if pat is not None else "_")
+            for b in (tr.named_children if tr.type == "bounded_type" else (tr,)):
                 entry = self._bound_entry(b)
                 if entry is not None:
                     out.append((owner.id, param, entry[0], entry[1]))
 
-    # --------------------------------------------------------- impls, uses
-    def _impl_fact(self, it, node, seg):
-        trait = node.child_by_field_name("trait")
-        self_ty = node.child_by_field_name("type")
-        tpath = tname = ""
-        if trait is not None:
-            tpath, tname = self._type_path(trait)
-            prev = trait.prev_sibling
-            if prev is not None and prev.type == "!":
-                tpath, tname = "!" + tpath, "!" + tname
-        spath, sname = self._type_path(self_ty) if self_ty is not None else ("", "")
-        self.pending_impl = (tpath, tname, spath, sname)
-
-    def _type_path(self, node):
-        """Type node -> (path without generics or references, last segment)."""
-        while node.type in ("reference_type", "pointer_type"):
-            inner = node.child_by_field_name("type")
-            if inner is None:
-                break
-            node = inner
-        if node.type == "generic_type":
-            node = node.child_by_field_name("type") or node
-        path = self.text_ws(node)
-        return path, _last_segment(path)
-
-    def _use_facts(self, it, node, vis) -> str:
-        """Expand a use tree into one row per imported name; returns the segment."""
-        if node.type == "extern_crate_declaration":
-            nn = node.child_by_field_name("name")
-            al = node.child_by_field_name("alias")
-            name = self.text(nn) if nn is not None else ""
-            alias = self.text(al) if al is not None else ""
-            self.pending_uses = [(name, alias or name, alias, False)]
-            return "<extern crate " + name + (" as " + alias if alias else "") + ">"
-        arg = node.child_by_field_name("argument")
-        rows = []
-        if arg is not None:
-            stack = [(arg, "")]
-            while stack:
-                n, prefix = stack.pop()
-                t = n.type
-                if t == "use_list":
-                    for ch in reversed(n.named_children):
-                        stack.append((ch, prefix))
-                elif t == "scoped_use_list":
-                    p = n.child_by_field_name("path")
-                    lst = n.child_by_field_name("list")
-                    pre = _join(prefix, self.text_ws(p)) if p is not None else prefix
-                    if lst is not None:
-                        stack.append((lst, pre))
-                elif t == "use_as_clause":
-                    p = n.child_by_field_name("path")
-                    al = n.child_by_field_name("alias")
-                    alias = self.text(al) if al is not None else ""
-                    ptxt = self.text_ws(p) if p is not None else ""
-                    full = prefix if ptxt == "self" else _join(prefix, ptxt)
-                    rows.append((full, alias or _last_segment(full), alias, False))
-                elif t == "use_wildcard":
-                    base = self.text_ws(n)[:-1]
-                    if base.endswith("::"):
-                        base = base[:-2]
-                    rows.append((_join(prefix, base), "*", "", True))
-                elif t in ("identifier", "scoped_identifier", "self", "super", "crate",
-                           "metavariable"):
-                    ptxt = self.text_ws(n)
-                    full = prefix if ptxt == "self" and prefix else _join(prefix, ptxt)
-                    rows.append((full, _last_segment(full), "", False))
-        self.pending_uses = rows
-        return "<use " + (_collapse(self.text(arg)) if arg is not None else "") + ">"
-
-    # ------------------------------------------------------------ file node
-    def _file_node(self, file_id, is_test):
-        data = self.data
-        cfg, features, _, doc, _ = self._attr_info([], [], self.file_inner)
-        stem = self.rel.rsplit("/", 1)[-1]
-        if stem.endswith(".rs"):
-            stem = stem[:-3]
-        end = self.root.end_point
-        line_end = end.row + 1 if end.column > 0 else max(end.row, 1)
-        errs = len(self.err_starts) + len(self.missing)
-        return (file_id, self.rel, "file", stem, "", "", 0, "", "", "", "", cfg, features,
-                is_test, doc, 0, len(data), 1, line_end, errs,
-                blake3.blake3(data).hexdigest(), errs > 0)
-
-    # ------------------------------------------------------------------ calls
+    # ----------------------------------------------------------------- calls
     def _calls(self, caps, file_id):
         out = self.facts.calls
+        append = out.append
         data = self.data
-        owner = self.owner
+        bounds_at = self.bounds_at
+        owner_ids = [it.id if it is not None else file_id for it in self.owner_at]
+        if not bounds_at:  # no items: everything belongs to the file
+            bounds_at, owner_ids = [0], [file_id]
         for call in caps.get("call", ()):
-            f = call.child(0)
+            f = call.child(0)  # the `function` field comes first
             if f is None:
                 continue
             ft = f.type
             if ft == "generic_function":  # foo::<T>() / x.foo::<T>()
-                f = f.child_by_field_name("function") or f
+                f = f.child_by_field_id(_F_FUNCTION) or f
                 ft = f.type
-            recv = ""
             if ft == "field_expression":
-                fld = f.child_by_field_name("field")
-                val = f.child_by_field_name("value")
+                fld = f.child_by_field_id(_F_FIELD)
                 if fld is None:
                     continue
-                name = path = self.text(fld)
+                s, e = fld.start_byte, fld.end_byte
+                name = path = data[s:e].decode("utf-8", "replace")
                 kind = "method"
-                if val is not None:
-                    vs = val.start_byte
-                    recv = _collapse(data[vs:min(val.end_byte, vs + 400)]
-                                     .decode("utf-8", "ignore"))[:80]
-            elif ft == "identifier":
-                name = path = self.text(f)
-                kind = "plain"
-            elif ft == "scoped_identifier":
-                path = self.text_ws(f)
-                if "<" in path:
-                    path = _strip_turbofish(path)
-                name = _last_segment(path)
-                kind = "path"
+                rs = f.start_byte
+                recv = " ".join(data[rs:min(data.rfind(b".", rs, s), rs + 400)]
+                                .decode("utf-8", "ignore").split())[:80]
+                line = fld.start_point.row + 1
             else:
-                path = _collapse(self.text(f))[:80]
-                name = ""
-                kind = "expr"
-            s = call.start_byte
-            it = owner(s)
-            out.append((it.id if it else file_id, path, name, recv, kind, s, call.end_byte,
-                        call.start_point.row + 1, False))
+                s, e = f.start_byte, f.end_byte
+                recv = ""
+                line = f.start_point.row + 1
+                if ft == "identifier":
+                    name = path = data[s:e].decode("utf-8", "replace")
+                    kind = "plain"
+                elif ft == "scoped_identifier":
+                    path = _compact(data[s:e].decode("utf-8", "replace"))
+                    if "<" in path:
+                        path = _strip_turbofish(path)
+                    name = _last_segment(path)
+                    kind = "path"
+                else:
+                    path = _collapse(data[s:min(e, s + 400)].decode("utf-8", "ignore"))[:80]
+                    name = ""
+                    kind = "expr"
+            append((owner_ids[bisect_right(bounds_at, s) - 1], path, name, recv, kind, s, e,
+                    line, False))
         for mac in caps.get("mac", ()):
-            s = mac.start_byte
-            it = owner(s)
-            caller = it.id if it else file_id
-            m = mac.child_by_field_name("macro")
+            caller = owner_ids[bisect_right(bounds_at, mac.start_byte) - 1]
+            m = mac.child_by_field_id(_F_MACRO)
             if m is not None:
-                path = self.text_ws(m)
-                out.append((caller, path, _last_segment(path), "", "macro", s, mac.end_byte,
-                            mac.start_point.row + 1, False))
+                s, e = m.start_byte, m.end_byte
+                path = _compact(data[s:e].decode("utf-8", "replace"))
+                append((caller, path, _last_segment(path), "", "macro", s, e,
+                        m.start_point.row + 1, False))
             tt = mac.child(mac.child_count - 1)
-            if tt is not None and tt.type == "token_tree":
+            if tt is not None and tt.type == "token_tree" and \
+                    data.find(b"(", tt.start_byte + 1, tt.end_byte) >= 0:
                 self._scan_tokens(tt, caller, out)
 
     def _scan_tokens(self, tt, caller, out):
-        """Calls inside a macro token tree: `a::b(`, `x.m(`, `f(`, `m!(`."""
+        """Calls inside a macro token tree: `f(`, `a::b(`, `x.m(`, `m!(`.
+        A cheap regex finds every `(` / `!` outside literals and comments; the
+        name, and a `.` or `::` path before it, are read backwards from there."""
         data = self.data
-        lo, hi = tt.start_byte, tt.end_byte
+        lo, hi = tt.start_byte + 1, tt.end_byte
         line, last = tt.start_point.row + 1, lo
+        ident_chars = _IDENT_CHARS
         for m in _TT_RE.finditer(data, lo, hi):
-            if m.group("skip") is not None:
-                continue
-            ms = m.start()
-            line += data.count(b"\n", last, ms)
-            last = ms
-            meth = m.group("meth")
-            if meth is not None:
-                name = meth.decode("utf-8", "replace")
-                recv = _receiver(data, ms, lo)
-                out.append((caller, name, name, recv, "method", ms, m.end(), line, True))
-                continue
-            name = m.group("name").decode("utf-8", "replace")
-            prefix = m.group("path")
-            if prefix:
-                path = "".join(prefix.decode("utf-8", "replace").split())
+            p = m.start()
+            c = data[p]
+            if c == 33:  # `!`: a macro call only if a bracket follows
+                q = p + 1
+                while q < hi and data[q] in b" \t\r\n":
+                    q += 1
+                if q >= hi or data[q] not in b"([{":
+                    continue
+            elif c != 40:
+                continue  # a literal or comment
+            j = p
+            while j > lo and data[j - 1] in b" \t\r\n":
+                j -= 1
+            if c == 40 and data[j - 1] == 62:  # `name::<T>(`
+                j = _skip_turbofish(data, j, lo)
+            e = j
+            while j > lo and data[j - 1] in ident_chars:
+                j -= 1
+            if j == e or 48 <= data[j] <= 57:
+                continue  # `(` after an operator / bracket, or a number
+            s = span_start = j
+            name = data[s:e].decode("utf-8", "replace")
+            while j > lo and data[j - 1] in b" \t\r\n":
+                j -= 1
+            b1 = data[j - 1] if j > lo else 0
+            recv = ""
+            if b1 == 46 and data[j - 2] != 46:  # `.name(`, not `..name(`
+                kind = "method"
+                path = name
+                recv = _receiver(data, j - 1, lo)
+            elif b1 == 58 and data[j - 2] == 58 and j - 2 >= lo:  # `a::b::name(`
+                ps = _path_start(data, j - 2, lo)
+                path = _compact(data[ps:s].decode("utf-8", "replace"))
                 if "<" in path:
                     path = _strip_turbofish(path)
                 path += name
+                kind = "path"
+                span_start = ps  # the span covers the whole path, as for parsed calls
             else:
-                if name in _NOT_CALLEES or data[max(lo, ms - 8):ms].rstrip().endswith(b"fn"):
-                    continue
+                if name in _NOT_CALLEES or (data[j - 2:j] == b"fn" and
+                                            (j - 3 < lo or data[j - 3] not in ident_chars)):
+                    continue  # a keyword, or `fn name(` (an item defined in the macro)
                 path = name
-            kind = "macro" if m.group("open")[:1] == b"!" else ("path" if prefix else "plain")
-            out.append((caller, path, name, "", kind, ms, m.end(), line, True))
+                kind = "plain"
+            if c == 33:
+                kind = "macro"
+            line += data.count(b"\n", last, s)
+            last = s
+            out.append((caller, path, name, recv, kind, span_start, e, line, True))
 
     # -------------------------------------------------------------- type refs
     def _type_refs(self, caps, file_id):
-        skip = {n.start_byte for n in caps.get("skip", ())}
-        for n in caps.get("tparam", ()):
-            skip.add(n.start_byte)
+        """Type names mentioned by each item (one row per item and type path).
+        Skipped: definitions (struct/enum/.. names), generic parameters of the
+        item or its parents, `Item` in `Iterator<Item = T>`, and `Self`."""
+        data = self.data
+        skip = self.type_skip
+        bounds_at, owner_at = self.bounds_at or [0], self.owner_at or [None]
+        params = set()  # every generic parameter name of the file: a cheap pre-check
+        for it in self.items:
+            if it.params:
+                params |= it.params
         out = self.facts.type_refs
         seen = set()
-        data = self.data
-        owner = self.owner
+        for n in caps.get("sty", ()):
+            s, e = n.start_byte, n.end_byte
+            path = _compact(data[s:e].decode("utf-8", "replace"))
+            name = _last_segment(path)
+            skip.add(e - len(name.encode()))  # its last segment is a type_identifier too
+            if path.startswith("Self::"):
+                continue  # associated type of the same impl/trait
+            it = owner_at[bisect_right(bounds_at, s) - 1]
+            key = (it.id if it is not None else file_id, path)
+            if key not in seen:
+                seen.add(key)
+                out.append((key[0], path, name, s))
         for n in caps.get("ty", ()):
-            s = n.start_byte
+            s, e = n.start_byte, n.end_byte
             if s in skip:
                 continue
-            name = data[s:n.end_byte].decode("utf-8", "replace")
-            if name == "Self":
+            name = data[s:e].decode("utf-8", "replace")
+            it = owner_at[bisect_right(bounds_at, s) - 1]
+            key = (it.id if it is not None else file_id, name)
+            if key in seen or name == "Self":
                 continue
-            it = owner(s)
-            if it is not None and _is_param(it, name):
-                continue
-            iid = it.id if it else file_id
-            key = (iid, name)
-            if key not in seen:
-                seen.add(key)
-                out.append((iid, name, name, s))
-        for n in caps.get("sty", ()):
-            s = n.start_byte
-            path = self.text_ws(n)
-            if path.startswith("Self::"):
-                continue
-            it = owner(s)
-            iid = it.id if it else file_id
-            key = (iid, path)
-            if key not in seen:
-                seen.add(key)
-                out.append((iid, path, _last_segment(path), s))
+            if name in params and _is_param(it, name):
+                continue  # a generic parameter (its definition or a use), not a type
+            if data[e:e + 3].lstrip()[:1] == b"=" and data[max(s - 2, 0):s].rstrip()[-1:] in (
+                    b"<", b","):
+                continue  # `Item = u8` inside generic arguments names an associated type
+            seen.add(key)
+            out.append((key[0], name, name, s))
+
+def _collapse(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _compact(text: str) -> str:
+    """Path text without layout whitespace: `a :: b` -> `a::b`; words keep
+    one space (`<T as Tr>::f`)."""
+    if " " not in text and "\n" not in text and "\t" not in text and "\r" not in text:
+        return text
+    return _SPACE_PUNCT_RE.sub(r"\1", _collapse(text))
+
+
+def _last_segment(path: str) -> str:
+    return path.rsplit("::", 1)[-1]
+
+
+def _join(prefix: str, path: str) -> str:
+    if not prefix:
+        return path
+    if not path:
+        return prefix
+    return prefix + "::" + path
+
+
+def _strip_turbofish(path: str) -> str:
+    """`Vec::<u8>::new` -> `Vec::new`; `<T as Tr>::f` is kept (not a turbofish)."""
+    while True:
+        i = path.find("::<")
+        if i < 0:
+            return path
+        depth, j = 0, i + 2
+        while j < len(path):
+            c = path[j]
+            if c == "<":
+                depth += 1
+            elif c == ">":
+                depth -= 1
+                if depth == 0:
+                    break
+            j += 1
+        path = path[:i] + path[j + 1:]
+
+
+def _only_comments(gap: bytes) -> bool:
+    """Is this text between attributes/docs and an item only plain comments?"""
+    for line in gap.split(b"\n"):
+        line = line.strip()
+        if line and not line.startswith(b"//"):
+            return False
+    return True
+
+
+def _impl_row_text(header: str):
+    """(trait_path, trait_name, self_path, self_name) from a recovered impl
+    header such as `unsafe impl<T: X> Tr<T> for Foo<T> where T: Y`."""
+    rest = header[header.find("impl") + 4:].lstrip()
+    if rest.startswith("<"):
+        rest = rest[_angle_end(rest, 0):].lstrip()
+    w = _WHERE_RE.search(rest)
+    if w:
+        rest = rest[:w.start()]
+    trait, sep, ty = rest.partition(" for ")
+    if not sep:
+        trait, ty = "", trait
+    ty = re.sub(r"^(?:&\s*(?:'\w+\s+)?(?:mut\s+)?|\*\s*(?:const|mut)\s+)+", "", ty.strip())
+    tpath, spath = _strip_generics(trait.strip()), _strip_generics(ty)
+    return tpath, _last_segment(tpath), spath, _last_segment(spath)
+
+
+def _angle_end(text: str, i: int) -> int:
+    """Index after the `>` matching the `<` at `i` (or the end)."""
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "<":
+            depth += 1
+        elif text[j] == ">":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+    return len(text)
+
+
+def _strip_generics(path: str) -> str:
+    """`a::Foo<T>::Bar<U>` -> `a::Foo::Bar` (whitespace removed)."""
+    path = _compact(path)
+    while "<" in path:
+        i = path.index("<")
+        path = path[:i] + path[_angle_end(path, i):]
+    return path
+
+
+def _item_extent(data: bytes, pos: int, kind: str):
+    """-> (header end, item end) of a recovered item whose header continues at
+    `pos`: the body `{..}` is matched, `;` at depth 0 ends a bodiless item;
+    const/static/type end at their `;`. Unclosed items run to the end."""
+    paren = brace = 0
+    header_end = -1
+    valued = kind in ("const", "static", "type", "use")  # end at `;`, not at `}`
+    for m in _SCAN_RE.finditer(data, pos):
+        s = m.start()
+        if m.end() - s > 1:
+            continue  # literal or comment
+        c = data[s]
+        if c == 40 or c == 91:  # ( [
+            paren += 1
+        elif c == 41 or c == 93:  # ) ]
+            paren = max(paren - 1, 0)
+        elif c == 123:  # {
+            if brace == 0 and header_end < 0 and kind != "use":
+                header_end = s
+            brace += 1
+        elif c == 125:  # }
+            brace -= 1
+            if brace < 0:  # the parent's closing brace: this item had no body
+                return (header_end if header_end >= 0 else s), s
+            if brace == 0 and not valued:
+                return header_end, s + 1
+        elif c == 59:  # ;
+            if paren == 0 and brace == 0:
+                return (header_end if header_end >= 0 else s), s + 1
+        elif c == 61 and valued and kind != "type" and paren == 0 and brace == 0 \
+                and header_end < 0:  # `=` of const/static (not `==`, `=>`)
+            if data[s + 1:s + 2] not in (b"=", b">") and data[s - 1:s] not in (b"=", b"!", b"<", b">"):
+                header_end = s
+    return (header_end if header_end >= 0 else len(data)), len(data)
 
 
 def _owner_span(node):
-    """Span of the nearest enclosing item node (or the root)."""
+    """Span of the nearest enclosing item node (or everything for the root)."""
     p = node.parent
     while p is not None and p.type not in _KIND and p.parent is not None:
         p = p.parent
-    if p is None:
+    if p is None or p.parent is None:
         return (0, 1 << 62)
     return (p.start_byte, p.end_byte)
 
@@ -981,34 +1207,94 @@ def _is_param(it: _Item, name: str) -> bool:
 
 
 def _receiver(data: bytes, dot: int, lo: int) -> str:
-    """Receiver text before `.name(` in a token tree (balanced brackets, no spaces
-    except around a chained `.`), at most 80 chars."""
+    """Receiver text before `.name(` in a token tree: balanced brackets and
+    path/field characters, at most 80 chars."""
     i = dot
-    floor = max(lo + 1, dot - 400)
+    while i > lo and data[i - 1] in b" \t\r\n":
+        i -= 1
+    end = i
+    floor = max(lo, dot - 400)
     depth = 0
     while i > floor:
         c = data[i - 1]
-        if c in b")]}":
+        if c in b")]}>":
             depth += 1
-        elif c in b"([{":
+        elif c in b"([{<":
             if depth == 0:
                 break
             depth -= 1
-        elif depth == 0 and c not in _RECV_CHARS:
-            if c in b" \t\r\n" and data[i] == 46:  # whitespace before a chained `.`
-                pass
-            else:
+        elif c == 34:  # a string literal receiver: jump to its opening quote
+            q = data.rfind(b'"', floor, i - 1)
+            while q > floor and data[q - 1] == 92:
+                q = data.rfind(b'"', floor, q - 1)
+            if q < floor:
                 break
+            i = q
+            continue
+        elif depth == 0 and c not in _RECV_CHARS:
+            break
         i -= 1
-    return _collapse(data[i:dot].decode("utf-8", "ignore"))[:80]
+    return _collapse(data[i:end].decode("utf-8", "ignore"))[:80]
 
 
-def _join(prefix: str, path: str) -> str:
-    if not prefix:
-        return path
-    if not path:
-        return prefix
-    return prefix + "::" + path
+def _skip_turbofish(data: bytes, j: int, lo: int) -> int:
+    """`j` is just after the `>` of `name::<T>`: return the position after `name`."""
+    depth = 0
+    i = j
+    while i > lo:
+        c = data[i - 1]
+        i -= 1
+        if c == 62:
+            depth += 1
+        elif c == 60:
+            depth -= 1
+            if depth == 0:
+                break
+    while i > lo and data[i - 1] in b" \t\r\n":
+        i -= 1
+    if data[i - 2:i] == b"::":
+        i -= 2
+        while i > lo and data[i - 1] in b" \t\r\n":
+            i -= 1
+        return i
+    return j  # not a turbofish (`a < b > (c)`): no name here
+
+
+def _path_start(data: bytes, k: int, lo: int) -> int:
+    """Start of the path whose `::` before the last segment is at `k`
+    (`a::b::<T>::`, `<T as Tr>::`, `::std::`), scanning backwards."""
+    start = k
+    i = k
+    while True:
+        while i > lo and data[i - 1] in b" \t\r\n":
+            i -= 1
+        if i > lo and data[i - 1] == 62:  # `>`: generic args or a qualified type
+            depth = 0
+            while i > lo:
+                c = data[i - 1]
+                i -= 1
+                if c == 62:
+                    depth += 1
+                elif c == 60:
+                    depth -= 1
+                    if depth == 0:
+                        break
+            if data[i - 2:i] != b"::":
+                return i  # `<T as Tr>::name`
+            start = i = i - 2
+            continue
+        e = i
+        while i > lo and data[i - 1] in _IDENT_CHARS:
+            i -= 1
+        if i == e:
+            return start  # leading `::` (global path)
+        start = i
+        while i > lo and data[i - 1] in b" \t\r\n":
+            i -= 1
+        if data[i - 2:i] == b"::" and i - 2 >= lo:
+            start = i = i - 2
+            continue
+        return start
 
 
 def _is_test_cfg(pred: str) -> bool:
@@ -1016,8 +1302,8 @@ def _is_test_cfg(pred: str) -> bool:
     pred = pred.replace(" ", "")
     if pred == "test":
         return True
-    return pred.startswith("all(") and "not(" not in pred and "any(" not in pred and \
-        re.search(r"[(,]test[),]", pred) is not None
+    return (pred.startswith("all(") and "not(" not in pred and "any(" not in pred
+            and re.search(r"[(,]test[),]", pred) is not None)
 
 
 def _first_arg(args: str) -> str:
@@ -1033,13 +1319,14 @@ def _first_arg(args: str) -> str:
 
 
 def _string_value(text: str) -> str:
-    """The value of `= "..."` in an attribute (escapes \\n, \\", \\\\ handled)."""
+    """The value of `= "..."` in an attribute (common escapes handled)."""
     text = text.strip()
     if text.startswith("r"):
-        text = text.lstrip("r#")
-        return text.rstrip("#")[1:-1] if len(text) >= 2 else ""
+        text = text[1:].strip("#")
+        return text[1:-1] if len(text) >= 2 else ""
     if len(text) >= 2 and text[0] == '"':
-        body = text[1:text.rfind('"')] if text.rfind('"') > 0 else text[1:]
+        end = text.rfind('"')
+        body = text[1:end] if end > 0 else text[1:]
         return body.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
     return text
 
@@ -1049,12 +1336,11 @@ def _doc_text(raw: bytes) -> str:
     if text.startswith("///") or text.startswith("//!"):
         text = text[3:].rstrip("\r\n")
         return text[1:] if text.startswith(" ") else text
-    # /** ... */ or /*! ... */
-    text = text[3:-2] if text.endswith("*/") else text[3:]
+    text = text[3:-2] if text.endswith("*/") else text[3:]  # /** .. */ or /*! .. */
     lines = []
     for ln in text.splitlines():
         ln = ln.strip()
-        if ln.startswith("*"):
-            ln = ln[1:].lstrip() if not ln.startswith("**") else ln
+        if ln.startswith("*") and not ln.startswith("**"):
+            ln = ln[1:].lstrip()
         lines.append(ln)
     return "\n".join(lines).strip()

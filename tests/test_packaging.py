@@ -25,7 +25,7 @@ def test_wheel_ships_rules_and_finds_them(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=300)
     code = ("import parseltongue.runner.programs as P; r = P.Registry(None); "
-            "print(P.RULES_DIR.is_relative_to(r'%s')); print(sorted(r.all())[:2]); print(r.rules_root)" % target)
+            "print(P.RULES_DIR.is_relative_to(r'%s')); print(sorted(r.all())); print(r.rules_root)" % target)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(target)}, cwd=tmp_path)
     assert out.returncode == 0, out.stderr

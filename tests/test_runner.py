@@ -202,10 +202,10 @@ def test_compile_writes_rendered_script(pt, demo_ws):
 def test_init_is_idempotent_and_status_reports(pt, ws):
     first = pt("-C", str(ws), "init", "--json").json()
     second = pt("-C", str(ws), "init", "--json").json()
-    assert first["applied"] == ["schema.rev_001"] and first["schema_rev"] == 1
-    assert second["applied"] == [] and second["schema_rev_before"] == 1
+    assert first["applied"] == ["schema.rev_001", "schema.rev_002"] and first["schema_rev"] == 2
+    assert second["applied"] == [] and second["schema_rev_before"] == 2
     st = pt("-C", str(ws), "status", "--json").json()
-    assert st["schema_rev"] == 1 and st["rows"]["isg_nodes"] == 0
+    assert st["schema_rev"] == 2 and st["rows"]["isg_nodes"] == 0
 
 
 def test_older_database_must_be_migrated_explicitly(pt, ws):
@@ -218,7 +218,7 @@ def test_older_database_must_be_migrated_explicitly(pt, ws):
     r = pt("-C", str(ws), "status")
     assert r.code == 2 and "run `pt init` to migrate it" in r.err
     r = pt("-C", str(ws), "init", "--json")
-    assert r.code == 0 and r.json()["applied"] == ["schema.rev_900"]
+    assert r.code == 0 and r.json()["applied"] == ["schema.rev_002", "schema.rev_900"]
     assert pt("-C", str(ws), "status", "--json").json()["schema_rev"] == 900
 
 
