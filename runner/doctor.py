@@ -31,9 +31,9 @@ def _rust_analyzer() -> dict[str, Any]:
         return _check("rust-analyzer", False, "not found (pt works on tree-sitter facts alone)",
                       "pip install 'parseltongue[ra]', or set PT_RUST_ANALYZER=/path/to/rust-analyzer",
                       required=False)
-    mode = ra.describe(binary) if hasattr(ra, "describe") else ""
-    return _check("rust-analyzer", True, f"{binary.path} ({binary.version}, from {binary.source}) {mode}".strip(),
-                  required=False)
+    info = ra.describe(binary)
+    return _check("rust-analyzer", True, f"{binary.path} ({binary.version}, from {binary.source}); "
+                  f"mode={info.get('mode')} procMacro={'on' if info.get('procMacro') else 'off'}", required=False)
 
 
 def run_checks(ctx) -> list[dict[str, Any]]:
