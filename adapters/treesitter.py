@@ -18,42 +18,53 @@ mods       (mod_id, name, inline, path_attr)
 parse_error_count: int, error_spans: [(start_byte, end_byte)] (MISSING: start == end)
 
 Kinds: file, fn, struct, enum, variant, union, trait, impl, mod, const, static,
-type, macro_rules, macro_call, extern_block, use (also ``extern crate``).
+type (aliases and associated types), macro_rules, macro_call (a macro invoked
+directly in a file, module, impl, trait or extern block), extern_block, use
+(also ``extern crate``). Items inside fn bodies are items too.
 
 Ids: ``{kind}:{rel_path}::{item_path}``; the file node is ``file:{rel_path}``.
 ``item_path`` joins the segments of the enclosing items and the item with
 ``::``. A segment is the item name, except ``<impl Trait for Type>`` /
 ``<impl Type>`` (header text, whitespace collapsed, no where clause),
 ``<use a::{b, c}>`` (use tree, whitespace collapsed), ``<extern crate x>`` and
-``<extern "C">`` (extern blocks). When two items would get the same id, the
-later ones in source order get ``~2``, ``~3``... on their own segment, which
-their children inherit. No line numbers: ids survive insertions above.
+``<extern "C">`` (extern blocks); for those the segment is also the ``name``.
+When two items would get the same id, the later ones in source order get
+``~2``, ``~3``... on their own segment, which their children inherit. No line
+numbers: ids survive insertions above.
 
-Columns: spans are byte offsets and include leading attributes and doc
-comments; lines are 1-based. ``signature`` is the header up to the body
-(``{``, ``= value`` of const/static) with whitespace collapsed. ``cfg`` lists
+Nodes: spans are byte offsets and include leading attributes and doc
+comments; lines are 1-based. ``isgl_level`` is 1 for items directly in a file
+or an inline module (ISGL1), parent + 1 below (methods, variants, nested fns). ``signature`` is the header up to the body
+(``{``, or ``= value`` of const/static) with whitespace collapsed. ``cfg`` lists
 ``#[cfg(P)]`` as ``P`` and ``#[cfg_attr(P, ..)]`` as ``cfg_attr:P``;
 ``features`` are the ``feature = "x"`` names in either. ``is_test``: ``#[test]``,
-``#[x::test]``, ``#[bench]``, ``#[cfg(test)]``, inherited by nested items; the
-file node is a test when it sits in a ``tests/`` folder or has
-``#![cfg(test)]``.
+``#[x::test]``, ``#[bench]``, ``#[cfg(test)]``/``#[cfg(all(test, ..))]``,
+inherited by nested items; a file in a ``tests/`` folder (or ``tests.rs``) or
+with ``#![cfg(test)]`` is a test file. ``hash`` is blake3 of the span's bytes.
 
-Calls: ``call_kind`` is ``plain`` (``foo()``), ``path`` (``a::b()``,
-``Self::new()``; turbofish removed), ``method`` (``x.foo()``; ``receiver`` is
-the receiver text, whitespace collapsed, at most 80 chars), ``macro``
-(``name!(..)``) or ``expr`` (another expression is called, e.g. ``(self.f)()``;
-callee_name ''). The span is the callee (the method name for methods, the
-macro path for macros): where a go-to-definition request should point.
-Calls inside macro token trees are found by scanning the tokens
-(``in_macro=True``). ``caller_id`` is the innermost item around the call.
+Calls (rows in no particular order): ``call_kind`` is ``plain`` (``foo()``),
+``path`` (``a::b()``, ``Self::new()``; turbofish removed), ``method``
+(``x.foo()``; ``receiver`` is the receiver text, whitespace collapsed, at most
+80 chars), ``macro`` (``name!(..)``) or ``expr`` (another expression is called,
+e.g. ``(self.f)()``; callee_name ''). The span is the callee (the method name
+for methods, the macro path for macros), where a go-to-definition request
+should point. Calls inside macro token trees are found by scanning the tokens
+(``in_macro=True``). ``caller_id`` is the innermost item around the call (for
+a call inside an item-level macro, that macro_call node).
 
+Type refs: ``type_identifier`` / scoped types anywhere in an item (signature,
+fields, impl header, body), minus definitions, generic parameters, ``Self``.
 Bounds: ``param`` is the generic parameter or the where-clause left side,
 ``Self`` for supertraits, the associated type's name for its bounds, and
 ``impl:{arg}`` for ``impl Trait`` arguments. Lifetimes are skipped.
 
-Recovery: items that tree-sitter could not build (their tokens sit loose in an
-ERROR node) are rebuilt from the keyword, the name and a brace count, with
-``recovered=True``. Any valid UTF-8 input without NUL bytes yields a result.
+Broken code: an item containing errors ends where its braces match in the
+text (rustc matches delimiters before parsing) if tree-sitter made it longer.
+Items that tree-sitter left as loose tokens in an ERROR region are rebuilt
+from the text (keyword at a line start, name, bracket matching) with
+``recovered=True``; recovered impls get an ``impls`` row from the header text,
+recovered ``use`` items get no ``uses`` rows. Any valid UTF-8 input without NUL
+bytes yields a result; non-UTF-8 raises NotUtf8Error, NUL bytes BinaryFileError.
 """
 from __future__ import annotations
 
@@ -111,14 +122,15 @@ _GENERIC_KINDS = frozenset(("fn", "struct", "enum", "union", "trait", "impl", "t
 _MACRO_HOSTS = frozenset(("mod", "impl", "trait", "extern_block"))
 # Kinds whose name is a type_identifier that defines (not mentions) a type.
 _TYPE_NAMED = frozenset(("struct", "enum", "union", "trait", "type"))
-_VIS_KIND = _LANGUAGE.id_for_node_kind("visibility_modifier", True)
+_KIND_BY_ID = {_LANGUAGE.id_for_node_kind(k, True): v for k, v in _KIND.items()}
+_VIS_BYTES_RE = re.compile(rb"pub(?![A-Za-z0-9_])(?:[ \t]*\([^)]*\))?")
 _TUPLE_FIELDS_KIND = _LANGUAGE.id_for_node_kind("ordered_field_declaration_list", True)
 # Kinds whose extent is not a `{..}` body or a `;`-terminated header.
 _NO_EXTENT_FIX = frozenset(("variant", "macro_call"))
 # Recovery: an item keyword at the start of a line (after visibility and
 # qualifiers), and a scanner over brackets, `;`, `=` that skips literals/comments.
 _ITEM_START_RE = re.compile(
-    rb"^[ \t]*(?P<item>(?:pub(?:[ \t]*\([^)\n]*\))?\s+)?"
+    rb"^(?:\xef\xbb\xbf)?[ \t]*(?P<item>(?:pub(?:[ \t]*\([^)\n]*\))?\s+)?"
     rb"(?:(?:unsafe|async|const|default|extern(?:[ \t]+\"[^\"\n]*\")?)\s+)*"
     rb"(?P<kw>fn|struct|enum|union|trait|impl|mod|const|static|type|use|macro_rules!))"
     rb"(?![A-Za-z0-9_])", re.M)
@@ -138,8 +150,9 @@ _FEATURE_RE = re.compile(r'feature\s*=\s*"([^"]*)"')
 _SPACE_PUNCT_RE = re.compile(r"\s*([^\w\s])\s*")
 _VIS_RE = re.compile(r"pub(\s*\([^)]*\))?")
 # Outer doc comments in the region before an item: `/// text` lines, `/** */`.
-_DOC_RE = re.compile(rb"^[ \t]*///(?!/) ?([^\n]*)|/\*\*(?![*/]).*?\*/", re.M | re.S)
-_DOC_LINE_RE = re.compile(rb"^[ \t]*///(?!/) ?([^\n\r]*)", re.M)
+_DOC_RE = re.compile(rb"^(?:\xef\xbb\xbf)?[ \t]*///(?!/) ?([^\n]*)|/\*\*(?![*/]).*?\*/",
+                     re.M | re.S)
+_DOC_LINE_RE = re.compile(rb"^(?:\xef\xbb\xbf)?[ \t]*///(?!/) ?([^\n\r]*)", re.M)
 # Attribute names worth parsing (anything else is skipped unless it says `test`).
 _ATTR_HEADS = (b"cfg", b"doc", b"path", b"bench")
 
@@ -240,6 +253,7 @@ class _FileExtractor:
         self.type_skip: set[int] = set()  # type_identifiers that name, not mention
         self.file_test = False
         self.has_errors = False
+        self.scan_left = 0  # bytes that bracket matching may still scan (broken files)
         # owner lookup: sorted segment starts and the innermost item (None = file)
         self.bounds_at: list[int] = []
         self.owner_at: list = []
@@ -341,8 +355,10 @@ class _FileExtractor:
         leading = self._leading
         for node in caps.get("item", ()):
             start, attrs, docs = leading(node.start_byte)
-            items.append(_Item(node, _KIND[node.type], start, node.end_byte, attrs, docs))
+            items.append(_Item(node, _KIND_BY_ID[node.kind_id], start, node.end_byte, attrs,
+                               docs))
         if self.err_nodes:
+            self.scan_left = 8 * len(self.data) + 65536
             self._fix_error_extents()
             self._recover_items()
 
@@ -376,10 +392,13 @@ class _FileExtractor:
         error recovery sometimes swallows what follows an item into it."""
         data = self.data
         for it in self.items:
-            if it.kind in _NO_EXTENT_FIX or not it.node.has_error:
+            if it.kind in _NO_EXTENT_FIX or not it.node.has_error or self.scan_left <= 0:
                 continue
-            end = _item_extent(data, it.node.start_byte, it.kind)[1]
-            if 0 < end < it.end:
+            s = it.node.start_byte
+            limit = min(it.end, s + self.scan_left)
+            end = _item_extent(data, s, it.kind, limit, limit)[1]
+            self.scan_left -= end - s
+            if end < limit:  # closed before tree-sitter's end (not just out of budget)
                 it.end = end
 
     def _leading_index(self, attrs, docs):
@@ -467,13 +486,20 @@ class _FileExtractor:
                 return None  # `fn(` type, `impl` argument...: not an item
             name = m.group(1).decode("utf-8", "replace")
             pos = m.end()
-        header_end, end = _item_extent(data, pos, kind)
-        # a header that runs into the next item was cut short (`fn f(x: u8` + newline)
-        nxt = _ITEM_START_RE.search(data, pos, header_end)
-        if nxt is not None:
-            header_end = end = nxt.start()
+        # bracket matching, within a budget so that a file full of unclosed
+        # items stays linear; a header that runs into the next item at a line
+        # start was cut short (`fn f(x: u8` + newline)
+        limit = min(len(data), pos + max(self.scan_left, 0))
+        nxt = _ITEM_START_RE.search(data, pos, limit)
+        header_limit = nxt.start() if nxt is not None else limit
+        header_end, end = _item_extent(data, pos, kind, limit, header_limit)
+        self.scan_left -= end - pos
+        if end == header_limit and nxt is not None and end == header_end:
             while end > start and data[end - 1] in b" \t\r\n":
                 end -= 1
+        if self.scan_left <= 0 and end == limit:  # out of budget: the header line only
+            line_end = data.find(b"\n", pos)
+            header_end = end = line_end if line_end >= 0 else len(data)
         lead_start, attrs, docs = self._leading(start)
         it = _Item(None, kind, lead_start, end, attrs, docs, recovered=True)
         if kind == "use":  # the same segment as a parsed `use`
@@ -499,7 +525,8 @@ class _FileExtractor:
                 if it.end > top.end:
                     it.end = top.end  # a recovered span never crosses its parent
                 it.parent = top
-                it.level = top.level + 1
+                # ISGL1: items directly in a file or inline module; deeper +1
+                it.level = 1 if top.kind == "mod" else top.level + 1
             else:
                 it.parent = None
                 it.level = 1
@@ -524,6 +551,7 @@ class _FileExtractor:
 
     # ------------------------------------------------------- item -> facts
     def _emit_item(self, it: _Item, file_id: str):
+        """The `nodes` and `code` rows of one item, and its kind's own rows."""
         parent = it.parent
         parent_id = parent.id if parent is not None else file_id
         data = self.data
@@ -531,19 +559,8 @@ class _FileExtractor:
             sig, vis, gen, where, tparams, wnode = self._recovered_details(it)
         else:
             sig, vis, gen, where, tparams, wnode = self._details(it)
+        iid = self._assign_id(it, parent)
         kind = it.kind
-        # id from the parent's item path; `~n` for later duplicates
-        seg = it.seg
-        item_path = parent.item_path + "::" + seg if parent is not None else seg
-        iid = kind + ":" + self.rel + "::" + item_path
-        seen = self.seen_ids
-        if iid in seen:
-            n = seen[iid] = seen[iid] + 1
-            seg = seg + "~" + str(n)
-            item_path = parent.item_path + "::" + seg if parent is not None else seg
-            iid = kind + ":" + self.rel + "::" + item_path
-        seen[iid] = 1
-        it.seg, it.item_path, it.id = seg, item_path, iid
         f = self.facts
 
         if it.attrs or it.docs or it.inner:
@@ -570,7 +587,27 @@ class _FileExtractor:
                         vis, gen, where, cfg, features, it.is_test, doc, s, e, line_start,
                         line_end, errs, blake3.blake3(raw).hexdigest(), errs > 0))
         f.code.append((iid, raw.decode("utf-8", "replace")))
+        self._kind_rows(it, parent_id, sig, vis, path_attr, tparams, wnode)
 
+    def _assign_id(self, it: _Item, parent) -> str:
+        """Id from the parent's item path; `~n` on the segment of later duplicates."""
+        seg = it.seg
+        item_path = parent.item_path + "::" + seg if parent is not None else seg
+        iid = it.kind + ":" + self.rel + "::" + item_path
+        seen = self.seen_ids
+        if iid in seen:
+            n = seen[iid] = seen[iid] + 1
+            seg = seg + "~" + str(n)
+            item_path = parent.item_path + "::" + seg if parent is not None else seg
+            iid = it.kind + ":" + self.rel + "::" + item_path
+        seen[iid] = 1
+        it.seg, it.item_path, it.id = seg, item_path, iid
+        return iid
+
+    def _kind_rows(self, it, parent_id, sig, vis, path_attr, tparams, wnode):
+        """uses / impls / mods / bounds rows, depending on the item's kind."""
+        f = self.facts
+        kind, iid, node, e = it.kind, it.id, it.node, it.end
         if kind == "use" and not it.recovered:
             for path, name, alias, glob in self._use_rows(node):
                 f.uses.append((parent_id, iid, path, name, alias, glob, vis))
@@ -592,10 +629,11 @@ class _FileExtractor:
         data = self.data
         kind = it.kind
         start = node.start_byte
-        first = node.child(0)
         vis = ""
-        if first is not None and first.kind_id == _VIS_KIND:
-            vis = data[start:first.end_byte].decode("utf-8", "replace")
+        if data.startswith(b"pub", start):
+            m = _VIS_BYTES_RE.match(data, start)
+            if m:
+                vis = "".join(m.group(0).decode("utf-8", "replace").split())
         # the signature stops at the `{` body, or before `= value` of const/static
         sig_end = node.end_byte
         body = node.child_by_field_id(_F_BODY)
@@ -939,7 +977,7 @@ class _FileExtractor:
                         path = _strip_turbofish(path)
                     name = _last_segment(path)
                     kind = "path"
-                else:
+                else:  # `(self.f)(..)`, `f()(..)`...
                     path = _collapse(data[s:min(e, s + 400)].decode("utf-8", "ignore"))[:80]
                     name = ""
                     kind = "expr"
@@ -954,17 +992,18 @@ class _FileExtractor:
                 append((caller, path, _last_segment(path), "", "macro", s, e,
                         m.start_point.row + 1, False))
             tt = mac.child(mac.child_count - 1)
-            if tt is not None and tt.type == "token_tree" and \
-                    data.find(b"(", tt.start_byte + 1, tt.end_byte) >= 0:
-                self._scan_tokens(tt, caller, out)
+            if tt is not None and tt.type == "token_tree":
+                lo, hi = tt.start_byte, tt.end_byte
+                if data.find(b"(", lo + 1, hi) >= 0:
+                    self._scan_tokens(lo, hi, tt.start_point.row + 1, caller, out)
 
-    def _scan_tokens(self, tt, caller, out):
+    def _scan_tokens(self, tt_start, tt_end, line, caller, out):
         """Calls inside a macro token tree: `f(`, `a::b(`, `x.m(`, `m!(`.
         A cheap regex finds every `(` / `!` outside literals and comments; the
         name, and a `.` or `::` path before it, are read backwards from there."""
         data = self.data
-        lo, hi = tt.start_byte + 1, tt.end_byte
-        line, last = tt.start_point.row + 1, lo
+        lo, hi = tt_start + 1, tt_end
+        last = lo
         ident_chars = _IDENT_CHARS
         for m in _TT_RE.finditer(data, lo, hi):
             p = m.start()
@@ -1151,15 +1190,18 @@ def _strip_generics(path: str) -> str:
     return path
 
 
-def _item_extent(data: bytes, pos: int, kind: str):
-    """-> (header end, item end) of a recovered item whose header continues at
-    `pos`: the body `{..}` is matched, `;` at depth 0 ends a bodiless item;
-    const/static/type end at their `;`. Unclosed items run to the end."""
+def _item_extent(data: bytes, pos: int, kind: str, limit: int, header_limit: int):
+    """-> (header end, item end) of an item whose header continues at `pos`:
+    its body `{..}` is matched, `;` outside brackets ends a bodiless item,
+    const/static/type/use end at their `;`. No `{` or `;` before
+    `header_limit`: the header stops there. Unclosed: the item ends at `limit`."""
     paren = brace = 0
     header_end = -1
     valued = kind in ("const", "static", "type", "use")  # end at `;`, not at `}`
-    for m in _SCAN_RE.finditer(data, pos):
+    for m in _SCAN_RE.finditer(data, pos, limit):
         s = m.start()
+        if header_end < 0 and brace == 0 and s >= header_limit:
+            return header_limit, header_limit
         if m.end() - s > 1:
             continue  # literal or comment
         c = data[s]
@@ -1184,7 +1226,9 @@ def _item_extent(data: bytes, pos: int, kind: str):
                 and header_end < 0:  # `=` of const/static (not `==`, `=>`)
             if data[s + 1:s + 2] not in (b"=", b">") and data[s - 1:s] not in (b"=", b"!", b"<", b">"):
                 header_end = s
-    return (header_end if header_end >= 0 else len(data)), len(data)
+    if header_end < 0:
+        header_end = min(header_limit, limit)
+    return header_end, limit
 
 
 def _owner_span(node):

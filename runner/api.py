@@ -20,14 +20,24 @@ STATE_DIR = ".parseltongue"
 
 
 def find_workspace(start: str | os.PathLike | None = None) -> Path:
-    """The nearest directory at or above `start` holding `.parseltongue/`, else `start` itself."""
+    """Walking up from `start`: the first directory holding `.parseltongue/` or a `[workspace]`
+    Cargo.toml; failing both, the nearest package (Cargo.toml), else `start` itself."""
     base = Path(start or os.getcwd()).resolve()
     if not base.is_dir():
         raise UsageError(f"workspace {base} is not a directory")
+    nearest_package = None
     for d in (base, *base.parents):
         if (d / STATE_DIR).is_dir():
             return d
-    return base
+        manifest = d / "Cargo.toml"
+        if manifest.is_file():
+            nearest_package = nearest_package or d
+            try:
+                if "[workspace]" in manifest.read_text(encoding="utf-8", errors="replace"):
+                    return d
+            except OSError:
+                pass
+    return nearest_package or base
 
 
 def default_db(workspace: Path) -> str:
