@@ -51,6 +51,7 @@ class Pt:
         self.workspace = workspace
         self.store = store
         self.registry = P.Registry(workspace)
+        self._relations: set[str] | None = None
 
     @classmethod
     def open(cls, workspace: str | os.PathLike | None = None, db: str | None = None,
@@ -93,7 +94,10 @@ class Pt:
         return int(rows[0][0]) if rows else 0
 
     def relation_names(self) -> set[str]:
-        return {r[0] for r in self.store.run("::relations", immutable=True).rows}
+        """Cached: relations change only through schema programs, which clear the cache."""
+        if self._relations is None:
+            self._relations = {r[0] for r in self.store.run("::relations", immutable=True).rows}
+        return self._relations
 
     def migrate(self) -> list[str]:
         """Apply every schema program newer than the database, each in one transaction."""
@@ -140,6 +144,9 @@ class Pt:
             return self.store.run(script, bound, immutable=prog.read_only)
         except StoreError as exc:
             raise self._explain(prog, script, vars, exc) from None
+        finally:
+            if prog.schema_rev is not None:
+                self._relations = None
 
     def query(self, program: str, /, **params: Any) -> list[dict]:
         """Rows as dicts; use `run` to pass Jinja vars."""

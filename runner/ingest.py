@@ -180,7 +180,8 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
     pt.ensure_schema()
     report, timings = IngestReport(), {}
 
-    layout = layout or discover(ws, use_cargo)
+    # A few-file update reuses the layout of the last full ingest (cargo metadata costs ~100 ms).
+    layout = layout or (paths is not None and _stored_layout(pt, ws)) or discover(ws, use_cargo)
     if paths is None:
         pt.run("ingest.set_workspace", {
             "crates": [[c.name, c.root, c.manifest, c.is_member, c.features, c.deps] for c in layout.crates],
@@ -275,6 +276,16 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
     report.elapsed_s = time.perf_counter() - t0
     report.timings = {k: round(v, 4) for k, v in timings.items()}
     return report
+
+
+def _stored_layout(pt: Pt, ws: Path) -> cargo.Layout | None:
+    crates, targets = [], []
+    for r in pt.query("ingest.layout"):
+        if r["what"] == "crate":
+            crates.append(cargo.Crate(r["name"], r["root"], "", r["is_member"], r["features"], r["deps"]))
+        else:
+            targets.append(cargo.Target(r["root"], r["name"], r["kind"], r["src_path"], r["root_dir"]))
+    return cargo.Layout(ws, crates, targets) if crates else None
 
 
 def _stored_hashes(pt: Pt, files: list[str]) -> dict[str, str]:

@@ -114,7 +114,7 @@ def parse_front_matter(text: str, where: str) -> dict:
     else:
         raise UsageError(f"{where}: front matter is not closed with '# ---'")
     try:
-        meta = yaml.safe_load("\n".join(body)) or {}
+        meta = yaml.load("\n".join(body), Loader=_YAML_LOADER) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark else 1
@@ -133,7 +133,23 @@ def _check_type(t: str, where: str) -> str:
     return t
 
 
+_LOADED: dict[tuple, Program] = {}
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_program(path: Path, pid: str, origin: str) -> Program:
+    """Parsed once per file version: flows run programs many times a second (`pt watch`)."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read rule file: {exc.strerror}") from None
+    key = (str(path), pid, origin, st.st_mtime_ns, st.st_size)
+    if key not in _LOADED:
+        _LOADED[key] = _load_program(path, pid, origin)
+    return _LOADED[key]
+
+
+def _load_program(path: Path, pid: str, origin: str) -> Program:
     where = str(path)
     try:
         text = path.read_text(encoding="utf-8")
