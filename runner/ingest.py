@@ -26,7 +26,7 @@ from .api import Pt
 from .errors import UsageError
 
 WRITE_BATCH_FILES = 300  # files per replace transaction (SQLite pays ~30 ms per commit)
-RESOLVE_BATCH_FILES = 40  # files per edge-resolution run: some Cozo joins here are nested loops, so small batches keep them cheap
+RESOLVE_BATCH_FILES = 200  # files per edge-resolution run (cost is linear in the batch; this bounds memory)
 PARALLEL_MIN_FILES = 24  # below this a process pool costs more than it saves
 
 
