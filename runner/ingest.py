@@ -264,9 +264,6 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
         pt.run("ingest.resolve_edges", {"files": batch})
         step(len(batch))
     close()
-    changed_files = [r for r, *_ in changed]
-    for i in range(0, len(changed_files), RESOLVE_BATCH_FILES):
-        pt.run("ingest.confidence", {"files": changed_files[i:i + RESOLVE_BATCH_FILES]})
     report.files_resolved = len(to_resolve)
     timings["resolve_s"] = time.perf_counter() - t
 
