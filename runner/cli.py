@@ -120,23 +120,58 @@ def doctor(c: Ctx, as_json: bool) -> None:
 @click.argument("paths", nargs=-1)
 @click.option("--no-cargo", is_flag=True, help="Not a cargo workspace: ingest .rs files by path alone.")
 @click.option("-j", "--jobs", type=int, default=None, help="Parser processes (default: all cores).")
+@click.option("--hydrate", "with_hydrate", is_flag=True, help="Then add rust-analyzer facts to the changed files (as `pt hydrate`).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_ctx
-def ingest_cmd(c: Ctx, paths: tuple, no_cargo: bool, jobs: int | None, as_json: bool) -> None:
+def ingest_cmd(c: Ctx, paths: tuple, no_cargo: bool, jobs: int | None, with_hydrate: bool, as_json: bool) -> None:
     """Bring the graph up to date with the workspace (or just PATHS); unchanged files are skipped."""
     from .ingest import ingest
 
     with c.open() as pt:
         report = ingest(pt.workspace, pt.store, paths=list(paths) or None, use_cargo=not no_cargo,
                         progress=sys.stderr.isatty() and not as_json, jobs=jobs)
+        hydrated = _hydrate(pt, list(paths), None, as_json) if with_hydrate else None
     for rel, why in report.files_skipped:
         echo_err(f"pt: skipped {rel}: {why}")
     if as_json:
-        emit(report.as_dict(), True)
+        emit({**report.as_dict(), **({"hydrate": hydrated.as_dict()} if hydrated else {})}, True)
         return
     click.echo(f"{report.files_total} files: {report.files_parsed} parsed, {report.files_unchanged} unchanged, "
                f"{report.files_removed} removed, {len(report.files_skipped)} skipped; "
                f"{report.nodes} nodes, {report.edges} edges in {report.elapsed_s:.2f}s")
+    if hydrated:
+        click.echo(hydrated.summary())
+
+
+def _hydrate(pt: Pt, paths: list[str], budget_s: float | None, as_json: bool):
+    """Run the hydrate flow; its warnings (analyzer missing or dead, budget) go to stderr as one line."""
+    from .hydrate import DEFAULT_BUDGET_S, hydrate
+
+    report = hydrate(pt.workspace, pt.store, paths=paths or None,
+                     budget_s=DEFAULT_BUDGET_S if budget_s is None else budget_s,
+                     progress=sys.stderr.isatty() and not as_json)
+    for rel, why in report.files_skipped:
+        echo_err(f"pt: hydrate skipped {rel}: {why}")
+    if report.warning:
+        echo_err(f"pt: warning: {report.warning}")
+    return report
+
+
+@cli.command("hydrate")
+@click.argument("paths", nargs=-1)
+@click.option("--budget-s", type=float, default=None, metavar="N",
+              help="Stop after N seconds (default 300; 0 = no limit); files not reached keep heuristic facts.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_ctx
+def hydrate_cmd(c: Ctx, paths: tuple, budget_s: float | None, as_json: bool) -> None:
+    """Add rust-analyzer facts (signatures, resolved calls, diagnostics, macro items) to the files
+    changed since they were last hydrated (or just those among PATHS)."""
+    with c.open() as pt:
+        report = _hydrate(pt, list(paths), budget_s, as_json)
+    if as_json:
+        emit(report.as_dict(), True)
+    else:
+        click.echo(report.summary())
 
 
 @cli.command()

@@ -68,6 +68,18 @@ class HydrateReport:
         doc["agreement_shares"] = self.shares()
         return doc
 
+    def summary(self) -> str:
+        """One line for people (`pt hydrate`, `pt ingest --hydrate`)."""
+        if not self.files_pending:
+            return "nothing to hydrate: every file was hydrated since its last ingest"
+        a, s = self.agreement, self.shares()
+        return (f"hydrated {self.files_hydrated}/{self.files_pending} files ({len(self.files_deferred)} deferred, "
+                f"{len(self.files_skipped)} skipped) in {self.elapsed_s:.2f}s: {self.signatures} signatures, "
+                f"{a.get('ra_edges', 0)} ra CALLS edges (of {a.get('heuristic_edges', 0)} heuristic: "
+                f"{s['confirmed']:.0%} confirmed, {s['contradicted']:.0%} contradicted, "
+                f"{s['unverified']:.0%} unverified; {a.get('added', 0)} added), "
+                f"{self.diagnostics} diagnostics, {self.macro_items} macro items")
+
     def shares(self) -> dict:
         """Counts over the heuristic CALLS edges of all batches (the rule gives the per-batch
         shares; batches are disjoint in their source nodes, so the counts add up)."""
