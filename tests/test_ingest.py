@@ -198,3 +198,19 @@ def test_watch_picks_up_an_atomic_rename_save(geo_ws, tmp_path):
     tmp.replace(target)  # how editors save
     th.join(timeout=30)
     assert "fn:geo/src/units.rs::triple" in node_ids(store)
+
+
+def test_sites_answered_by_rust_analyzer_get_no_heuristic_edge(geo_ws, store):
+    # Hydration found main.rs:13 calls something else than the heuristic guess; re-resolving the
+    # (unchanged) caller must not bring the guessed edge back.
+    ingest(geo_ws, store)
+    guess = ("fn:app/src/main.rs::main", "fn:geo/src/shapes/mod.rs::<impl Square>::new", "CALLS")
+    assert guess in edges(store)
+    store.run("?[src_id, dst_id, kind, provenance, evidence, weight] <- [['fn:app/src/main.rs::main', "
+              "'fn:geo/src/lib.rs::total', 'CALLS', 'ra', 'app/src/main.rs:13', 1.0]] "
+              ":put isg_edges {src_id, dst_id, kind => provenance, evidence, weight}")
+    store.run("?[src_id, dst_id, kind] <- [[$s, $d, $k]] :rm isg_edges {src_id, dst_id, kind}",
+              {"s": guess[0], "d": guess[1], "k": guess[2]})
+    Pt(geo_ws, store).run("ingest.resolve_edges", {"files": ["app/src/main.rs"]})
+    assert guess not in edges(store)
+    assert ("fn:app/src/main.rs::main", "fn:geo/src/lib.rs::total", "CALLS") in edges(store)
