@@ -1281,10 +1281,9 @@ def _receiver(data: bytes, dot: int, lo: int) -> str:
     return _collapse(data[i:end].decode("utf-8", "ignore"))[:80]
 
 
-def _skip_turbofish(data: bytes, j: int, lo: int) -> int:
-    """`j` is just after the `>` of `name::<T>`: return the position after `name`."""
+def _back_over_angles(data: bytes, i: int, lo: int) -> int:
+    """`i` is just after a `>`: scan back to its matching `<` and return that position."""
     depth = 0
-    i = j
     while i > lo:
         c = data[i - 1]
         i -= 1
@@ -1294,6 +1293,12 @@ def _skip_turbofish(data: bytes, j: int, lo: int) -> int:
             depth -= 1
             if depth == 0:
                 break
+    return i
+
+
+def _skip_turbofish(data: bytes, j: int, lo: int) -> int:
+    """`j` is just after the `>` of `name::<T>`: return the position after `name`."""
+    i = _back_over_angles(data, j, lo)
     while i > lo and data[i - 1] in b" \t\r\n":
         i -= 1
     if data[i - 2:i] == b"::":
@@ -1313,16 +1318,7 @@ def _path_start(data: bytes, k: int, lo: int) -> int:
         while i > lo and data[i - 1] in b" \t\r\n":
             i -= 1
         if i > lo and data[i - 1] == 62:  # `>`: generic args or a qualified type
-            depth = 0
-            while i > lo:
-                c = data[i - 1]
-                i -= 1
-                if c == 62:
-                    depth += 1
-                elif c == 60:
-                    depth -= 1
-                    if depth == 0:
-                        break
+            i = _back_over_angles(data, i, lo)
             if data[i - 2:i] != b"::":
                 return i  # `<T as Tr>::name`
             start = i = i - 2
