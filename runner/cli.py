@@ -300,6 +300,13 @@ def test_cmd(c: Ctx, path: str | None, update: bool, engine: str, as_json: bool)
         raise GateFailed(f"{len(failed)} golden case(s) failed; see the .actual files beside them")
 
 
+# ------------------------------------------------------------------ commands defined elsewhere
+
+from .cli_preflight import register as _register_preflight  # noqa: E402 - needs `cli` defined
+
+_register_preflight(cli)  # pt preflight / apply / undo
+
+
 # ------------------------------------------------------------------ entry point
 
 def main(argv: list[str] | None = None) -> None:
