@@ -226,13 +226,17 @@ class Registry:
         raise UsageError(f"no program named {name!r} (see `pt rules ls`)")
 
     def jinja_env(self) -> jinja2.Environment:
-        roots = [str(p) for p in (self.local_rules, self.rules_root) if p and p.is_dir()]
-        return jinja2.Environment(
-            loader=jinja2.FileSystemLoader(roots),
-            undefined=jinja2.StrictUndefined,
-            autoescape=False,
-            keep_trailing_newline=True,
-        )
+        """One environment per set of include roots: Jinja caches included templates in it
+        (and reloads them when their files change)."""
+        roots = tuple(str(p) for p in (self.local_rules, self.rules_root) if p and p.is_dir())
+        if roots not in _ENVS:
+            _ENVS[roots] = jinja2.Environment(
+                loader=jinja2.FileSystemLoader(list(roots)),
+                undefined=jinja2.StrictUndefined,
+                autoescape=False,
+                keep_trailing_newline=True,
+            )
+        return _ENVS[roots]
 
     def golden_dir(self, prog: Program, golden_root: Path) -> Path:
         return golden_root.joinpath(*prog.id.split("."))
@@ -371,10 +375,18 @@ def parse_cli_var(value: str) -> Any:
 
 # ---------------------------------------------------------------- rendering and checks
 
+_ENVS: dict[tuple, jinja2.Environment] = {}
+_TEMPLATES: dict[tuple, jinja2.Template] = {}
+
+
 def render(registry: Registry, prog: Program, vars_: dict[str, Any]) -> str:
+    """Compiling a template costs ~10 ms; programs run many times, so compiled ones are kept."""
     env = registry.jinja_env()
     try:
-        return env.from_string(prog.source).render(**vars_)
+        key = (id(env), prog.path, prog.source)
+        if key not in _TEMPLATES:
+            _TEMPLATES[key] = env.from_string(prog.source)
+        return _TEMPLATES[key].render(**vars_)
     except jinja2.TemplateSyntaxError as exc:
         raise UsageError(f"{exc.filename or prog.path}:{exc.lineno}: template error: {exc.message}") from None
     except jinja2.UndefinedError as exc:
