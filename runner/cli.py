@@ -306,6 +306,12 @@ from .cli_preflight import register as _register_preflight  # noqa: E402 - needs
 
 _register_preflight(cli)  # pt preflight / apply / undo
 
+from .context import context as _context_cmd  # noqa: E402
+from .models import models as _models_group  # noqa: E402
+
+cli.add_command(_context_cmd)  # pt context
+cli.add_command(_models_group)  # pt models ensure / verify / embed
+
 
 # ------------------------------------------------------------------ entry point
 

@@ -248,11 +248,14 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
         pt.run("ingest.touch_files", {"rows": touched})
     if deleted:
         pt.run("ingest.replace_files", {"files": deleted})
+        pt.run("retrieval.index_text", {"files": deleted})
     for i in range(0, len(changed), WRITE_BATCH_FILES):
         rows = _Rows()
         for rel, facts, digest, size, mtime in changed[i:i + WRITE_BATCH_FILES]:
             rows.add(rel, facts, digest, size, mtime, fc[rel], now)
         pt.run("ingest.replace_files", rows.params())
+        # the full-text side relation behind `pt query search` (only nodes whose hash changed)
+        pt.run("retrieval.index_text", {"files": rows.files})
     timings["write_s"] = time.perf_counter() - t
 
     # Edges: out of every changed file, and out of the files that referred to changed names.

