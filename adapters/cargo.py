@@ -310,3 +310,12 @@ def run_tests(workspace: Path, *, packages: list | None = None, filters: list | 
     if not run.success and not any(d.severity == "error" for d in run.diagnostics):
         run.diagnostics.append(CompilerDiagnostic("error", "cargo", _cargo_failure(run.stderr_tail)))
     return run
+
+
+DEBIAN_REGISTRY = Path("/usr/share/cargo/registry")
+
+
+def debian_source_config(registry: Path = DEBIAN_REGISTRY) -> str:
+    """`.cargo/config.toml` text that builds offline from Debian's `librust-*-dev` crate sources."""
+    return (f'[source.crates-io]\nreplace-with = "debian"\n\n[source.debian]\ndirectory = "{registry}"\n\n'
+            f"[net]\noffline = true\n")

@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from parseltongue.adapters.cargo import debian_source_config
 from parseltongue.adapters import rust_analyzer as ra
 from parseltongue.adapters.store import open_store
 from parseltongue.runner.api import Pt
@@ -43,15 +44,7 @@ FIXTURES = HERE.parent / "tests" / "fixtures"
 DEFAULT_FIXTURES = ["hydrate_ws", "ra_basic", "ingest_ws", "multi", "broken"]
 REGISTRY = Path("/usr/share/cargo/registry")
 DEFAULT_CRATE = REGISTRY / "regex-syntax-0.6.27"
-CARGO_CONFIG = f"""[source.crates-io]
-replace-with = "debian"
-
-[source.debian]
-directory = "{REGISTRY}"
-
-[net]
-offline = true
-"""
+CARGO_CONFIG = debian_source_config(REGISTRY)
 
 
 def log(msg: str) -> None:

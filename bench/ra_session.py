@@ -36,18 +36,11 @@ from pathlib import Path
 import tree_sitter_rust
 from tree_sitter import Language, Parser
 
+from parseltongue.adapters.cargo import debian_source_config
 from parseltongue.adapters import rust_analyzer as ra
 
 REGISTRY = Path("/usr/share/cargo/registry")
-CARGO_CONFIG = f"""[source.crates-io]
-replace-with = "debian"
-
-[source.debian]
-directory = "{REGISTRY}"
-
-[net]
-offline = true
-"""
+CARGO_CONFIG = debian_source_config(REGISTRY)
 
 
 def pick_crate(name: str | None) -> Path:
