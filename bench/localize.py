@@ -201,11 +201,8 @@ def prepare_crate(common, crate: str, work: Path, encoder, pristine_cache: dict)
     tmp.unlink(missing_ok=True)
     store = open_store(str(tmp))
     try:
-        rep = ingest(ws, store)
+        rep = ingest(ws, store)  # also fills the full-text index (retrieval.index_text)
         pt = Pt(ws, store)
-        files = [r[0] for r in pt.store.run("?[f] := *file_state{file_path: f}").rows]
-        for i in range(0, len(files), 100):
-            pt.run("retrieval.index_text", {"files": files[i:i + 100]})
         n_vec = 0
         if encoder:
             from parseltongue.adapters.embeddings import embed_changed
@@ -251,9 +248,8 @@ def run_case(common, meta: dict, work: Path, encoder, configs: list[str], limit:
     try:
         Pt(ws, store).migrate()  # a cached graph from an older pt: bring its schema up to date
         t = time.perf_counter()
-        rep = ingest(ws, store)  # incremental: only the broken file is re-parsed
+        rep = ingest(ws, store)  # incremental: only the broken file is re-parsed and re-indexed
         pt = Pt(ws, store)
-        pt.run("retrieval.index_text", {"files": [meta["mutated_file"]]})
         if encoder:
             from parseltongue.adapters.embeddings import embed_changed
 
@@ -289,7 +285,8 @@ def run_case(common, meta: dict, work: Path, encoder, configs: list[str], limit:
 
 def summarize(results: list[dict], configs: list[str]) -> dict:
     ok = [r for r in results if "ranks" in r and r.get("target")]
-    out = {"cases": len(results), "scored": len(ok), "skipped": sum(1 for r in results if "skipped" in r), "no_errors": sum(1 for r in ok if r["errors"] == 0),
+    out = {"cases": len(results), "scored": len(ok), "skipped": sum(1 for r in results if "skipped" in r),
+           "no_errors": sum(1 for r in ok if r["errors"] == 0),
            "target_is_seed": sum(1 for r in ok if r["target_is_seed"]), "recall": {}, "mrr": {}}
     for name in configs:
         ranks = [r["ranks"].get(name) for r in ok]

@@ -54,8 +54,10 @@ def context_pack(pt: Pt, seeds: list[str], budget_tokens: int = 4000, query: str
     if encoder is not None and query.strip():
         qvec = encoder.encode([query])[0]
         params.setdefault("model", encoder.model_id)
+    # Vectors are off by default in the program (they did not help localization, README); an
+    # encoder passed in means the caller wants them.
     return pt.run("retrieval.context", {"seeds": seeds, "budget_tokens": budget_tokens, "query": query,
-                                        "qvec": qvec, **params}).dicts()
+                                        "qvec": qvec, **params}, {"use_vectors": bool(qvec)}).dicts()
 
 
 def render_text(rows: list[dict]) -> str:
@@ -73,9 +75,11 @@ def render_text(rows: list[dict]) -> str:
 
 @click.command("context")
 @click.argument("seeds", nargs=-1, required=True)
-@click.option("--budget", "budget", type=int, default=4000, show_default=True, help="Tokens of code (characters / 4).")
+@click.option("--budget", "budget", type=int, default=4000, show_default=True,
+              help="Tokens of code (characters / 4).")
 @click.option("--query", default="", help="Text for the full-text (and, with an encoder, vector) side.")
-@click.option("--vectors/--no-vectors", default=True, show_default=True, help="Embed --query when an encoder is installed.")
+@click.option("--vectors/--no-vectors", default=False, show_default=True,
+              help="Also rank by vector similarity to --query (needs `pt models ensure`; off: it did not help localization).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.pass_context
 def context(ctx: click.Context, seeds: tuple, budget: int, query: str, vectors: bool, as_json: bool) -> None:

@@ -29,8 +29,10 @@ def models() -> None:
 
 @models.command("ensure")
 @click.option("--path", "path", metavar="FILE", help="A GGUF file to use instead of the packaged Gemma 3 270M.")
-@click.option("--sha256", metavar="HEX", help="Expected sha256 of the file (required to trust --path; checked for the package too).")
-@click.option("--model-id", metavar="ID", help=f"Name to record it under (default {E.DEFAULT_MODEL} for the package, the file stem for --path).")
+@click.option("--sha256", metavar="HEX",
+              help="Expected sha256 of the file (to trust a --path; the package's own is always checked).")
+@click.option("--model-id", metavar="ID",
+              help=f"Name to record it under (default {E.DEFAULT_MODEL} for the package, the file stem for --path).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def ensure_cmd(path: str | None, sha256: str | None, model_id: str | None, as_json: bool) -> None:
     """Obtain the model (assembled from the installed package, or a file), check its sha256,

@@ -22,9 +22,6 @@ from parseltongue.runner.programs import Registry
 
 from conftest import FIXTURES, REPO
 
-FILES = ["app/src/main.rs", "app/tests/smoke.rs", "geo/src/lib.rs", "geo/src/shapes/circle.rs",
-         "geo/src/shapes/mod.rs", "geo/src/units.rs"]
-
 
 @pytest.fixture
 def geo_ws(tmp_path):
@@ -39,8 +36,7 @@ def geo(request, geo_ws, tmp_path):
     """The ingested fixture with its text index, on both engines."""
     store = open_store("mem" if request.param == "mem" else str(tmp_path / "graph.db"))
     ingest(geo_ws, store)
-    pt = Pt(geo_ws, store)
-    pt.run("retrieval.index_text", {"files": FILES})  # until runner/ingest.py calls it per batch
+    pt = Pt(geo_ws, store)  # ingest filled search_text (retrieval.index_text per batch)
     yield pt
     pt.close()
 
@@ -98,7 +94,6 @@ def test_text_index_follows_an_edit(geo, geo_ws):
     units = geo_ws / "geo" / "src" / "units.rs"
     units.write_text(units.read_text().replace("pub fn scale(", "/// Outline length.\npub fn perimeter(") + "\n")
     ingest(geo_ws, geo.store, paths=[str(units)])
-    geo.run("retrieval.index_text", {"files": ["geo/src/units.rs"]})
     hits = geo.query("retrieval.search", query="perimeter")
     assert [h["id"] for h in hits][:1] == ["fn:geo/src/units.rs::perimeter"]
     assert geo.query("retrieval.search", query="outline")[0]["id"] == "fn:geo/src/units.rs::perimeter"
@@ -185,8 +180,10 @@ def test_embedding_flow_is_incremental_and_feeds_ann(geo, geo_ws):
     embed_changed(geo, enc)  # prunes vectors of removed nodes
     left = geo.store.run("?[id] := *emb_vec_640{id}").rows
     assert ["fn:geo/src/units.rs::scale"] not in left
-    ranked = geo.query("retrieval.merge_rank_context", seeds=["fn:geo/src/lib.rs::total"], qvec=q, model=enc.model_id)
+    params = {"seeds": ["fn:geo/src/lib.rs::total"], "qvec": q, "model": enc.model_id}
+    ranked = geo.run("retrieval.merge_rank_context", params, {"use_vectors": True}).dicts()
     assert any(r["vector"] > 0 for r in ranked)
+    assert all(r["vector"] == 0 for r in geo.query("retrieval.merge_rank_context", **params))  # off by default
 
 
 def test_ann_without_vectors_or_encoder_is_empty(geo):
