@@ -49,6 +49,17 @@ def ws(tmp_path):
     return tmp_path
 
 
+@pytest.fixture
+def pws(tmp_path) -> Path:
+    """A scratch copy of the preflight fixture workspace (tests never write into tests/fixtures)."""
+    import shutil
+
+    ws = tmp_path / "pws"
+    shutil.copytree(FIXTURES / "preflight_ws", ws)
+    (ws / ".parseltongue").mkdir()
+    return ws
+
+
 def write_rule(ws: Path, rel: str, text: str) -> Path:
     path = ws / ".parseltongue" / "rules" / rel
     path.parent.mkdir(parents=True, exist_ok=True)

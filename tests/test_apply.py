@@ -40,14 +40,6 @@ def shapes(tmp_path) -> Path:
     return ws
 
 
-@pytest.fixture
-def pws(tmp_path) -> Path:
-    ws = tmp_path / "pws"
-    shutil.copytree(FIXTURES / "preflight_ws", ws)
-    (ws / ".parseltongue").mkdir()
-    return ws
-
-
 def fix_patch(ws: Path, tmp_path: Path) -> Path:
     """The fix a user (or pt's fix flow) would propose: import HashMap."""
     lines = (ws / "src/report.rs").read_text().splitlines(keepends=True)

@@ -33,14 +33,6 @@ def tree(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file() and ".parseltongue" not in p.relative_to(root).parts}
 
 
-@pytest.fixture
-def pws(tmp_path) -> Path:
-    ws = tmp_path / "pws"
-    shutil.copytree(FIXTURES / "preflight_ws", ws)
-    (ws / ".parseltongue").mkdir()
-    return ws
-
-
 def code_file(tmp_path: Path, text: str, name: str = "code.rs") -> str:
     p = tmp_path / name
     p.write_text(text, encoding="utf-8")
