@@ -118,6 +118,9 @@ class CompilerDiagnostic:
     rendered: str = ""
     # rustc's machine-readable fixes: {file, byte_start, byte_end, replacement, applicability}
     suggestions: list = field(default_factory=list)
+    # every span in the workspace, the main message's (part 0) and its children's (part 1..):
+    # {part, level, message, file, byte_start, byte_end, line, is_primary, label, replacement, applicability}
+    spans: list = field(default_factory=list)
 
 
 @dataclass
@@ -178,6 +181,26 @@ def _suggestions(root: Path, msg: dict) -> list:
     return out
 
 
+def _all_spans(root: Path, msg: dict) -> list:
+    """What the fix patterns read: labels ("expected due to this"), notes ("defined here") and
+    the spans of each suggestion, in workspace files only."""
+    out = []
+    parts = [(0, "main", "", msg.get("spans") or [])]
+    parts += [(i, c.get("level", ""), c.get("message", ""), c.get("spans") or [])
+              for i, c in enumerate(msg.get("children") or [], start=1)]
+    for part, level, text, spans in parts:
+        for s in spans:
+            rel = _in_workspace(root, s.get("file_name", ""))
+            if rel is None:
+                continue
+            out.append({"part": part, "level": level, "message": text, "file": rel,
+                        "byte_start": s["byte_start"], "byte_end": s["byte_end"], "line": s.get("line_start", 0),
+                        "is_primary": bool(s.get("is_primary")), "label": s.get("label") or "",
+                        "replacement": s.get("suggested_replacement"),
+                        "applicability": s.get("suggestion_applicability") or ""})
+    return out
+
+
 def parse_messages(lines, root: Path) -> tuple[list, bool | None, list]:
     """`cargo ... --message-format=json` stdout -> (diagnostics, build success or None, other lines).
 
@@ -209,7 +232,7 @@ def parse_messages(lines, root: Path) -> tuple[list, bool | None, list]:
             severity=_SEVERITY.get(level, "info"), code=((msg.get("code") or {}).get("code") or ""), message=text,
             file=rel, byte_start=span["byte_start"] if span else -1, byte_end=span["byte_end"] if span else -1,
             line=span["line_start"] if span else 0, col=span["column_start"] if span else 0,
-            rendered=msg.get("rendered") or "", suggestions=_suggestions(root, msg))
+            rendered=msg.get("rendered") or "", suggestions=_suggestions(root, msg), spans=_all_spans(root, msg))
         key = (d.severity, d.code, d.message, d.file, d.byte_start, d.byte_end)
         if key not in seen:
             seen.add(key)

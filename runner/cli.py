@@ -309,7 +309,10 @@ _register_preflight(cli)  # pt preflight / apply / undo
 from .context import context as _context_cmd  # noqa: E402
 from .models import models as _models_group  # noqa: E402
 
+from .cli_fix import run_group as _run_group  # noqa: E402
+
 cli.add_command(_context_cmd)  # pt context
+cli.add_command(_run_group)  # pt run fix
 cli.add_command(_models_group)  # pt models ensure / verify / embed
 
 

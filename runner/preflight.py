@@ -708,9 +708,15 @@ class PreflightReport:
     warnings: list
     diff: str
     elapsed_s: float
+    cargo_run: object = None  # cargo.CargoRun of stage 2 (not part of the JSON report)
 
     def as_dict(self) -> dict:
-        d = asdict(self)
+        run, self.cargo_run = self.cargo_run, None
+        try:
+            d = asdict(self)
+        finally:
+            self.cargo_run = run
+        d.pop("cargo_run")
         d["stages"] = [asdict(s) for s in self.stages]
         return d
 
@@ -730,8 +736,11 @@ def _diag_rows(cand: Candidate, diags: list) -> list:
 
 
 class _Runner:
-    def __init__(self, pt: Pt, cand: Candidate, policy: dict, mirror: Mirror, scope: list, sync: SyncReport):
+    def __init__(self, pt: Pt, cand: Candidate, policy: dict, mirror: Mirror, scope: list, sync: SyncReport,
+                 error_gate: str = ""):
         self.pt, self.cand, self.policy, self.mirror, self.scope, self.sync = pt, cand, policy, mirror, scope, sync
+        self.error_gate = error_gate
+        self.cargo_run: cargo.CargoRun | None = None  # the candidate's stage-2 run (pt run fix reads its diagnostics)
         self.cid = cand.id
         self.stages: list[StageReport] = []
         self.warnings: list[str] = []
@@ -744,7 +753,8 @@ class _Runner:
         give the verdict in the same transaction - one SQLite commit less on every PreFlight."""
         res = self.pt.run("preflight.record_result", {
             "candidate_id": candidate_id or self.cid, "stage": stage, "baseline": baseline,
-            "diags": rows, "elapsed_ms": round(elapsed_s * 1000.0, 1)}, vars={"decide": decide}).dicts()[0]
+            "diags": rows, "elapsed_ms": round(elapsed_s * 1000.0, 1), "error_gate": self.error_gate},
+            vars={"decide": decide}).dicts()[0]
         if decide:
             self.verdict = res
         rep = StageReport(stage, res["passed"], res["new_errors"], res["new_warnings"], res["elapsed_ms"], baseline, note)
@@ -837,10 +847,10 @@ class _Runner:
             job.kill()
             raise
         run = job.wait()
+        self.cargo_run = run
         baseline = ""
         if run.diagnostics:  # only then is there anything to compare
-            key = "cargo:" + (",".join(self.scope) or "*") + (":all-targets" if self.policy["all_targets"] else "")
-            baseline = self.baseline("cargo", key, lambda: self.start_cargo().wait())
+            baseline = self.baseline("cargo", _cargo_key(self.scope, self.policy), lambda: self.start_cargo().wait())
         return self.record("cargo", _diag_rows(self.cand, run.diagnostics), run.elapsed_s, baseline, decide=last)
 
     # -- stage 3
@@ -871,13 +881,46 @@ class _Runner:
                            note=f"{len(run.tests)} tests run: {', '.join(names)}")
 
 
-def run_preflight(pt: Pt, cand: Candidate) -> PreflightReport:
-    """Queue the candidate, run the enabled stages in the mirror, let the gate decide."""
+def _cargo_key(scope: list, policy: dict) -> str:
+    """What a stored cargo baseline of one tree is keyed by, besides the tree digest."""
+    return "cargo:" + (",".join(scope) or "*") + (":all-targets" if policy["all_targets"] else "")
+
+
+def _scope(pt: Pt, policy: dict, files: list) -> list:
+    """The crates to check for edits of `files` ([] = the whole workspace)."""
+    rows = [r["crate"] for r in pt.query("preflight.check_scope", files=files)]
+    return [] if (policy["check_scope"] == "workspace" or "*" in rows or not rows) else sorted(rows)
+
+
+def check_tree(pt: Pt, files: list) -> tuple[cargo.CargoRun, str]:
+    """`cargo check` of the user's tree as it is (in the mirror, never in the tree), scoped as a
+    candidate editing `files` would be. Stored as that tree's baseline, so the PreFlights that
+    follow compare against it without checking the same tree again. -> (run, baseline id)."""
+    policy = _policy(pt)
+    scope = _scope(pt, policy, files)
+    mirror = Mirror(pt.workspace)
+    with mirror.locked():
+        sync = mirror.sync()
+        runner = _Runner(pt, Candidate([], []), policy, mirror, scope, sync)
+        out: list = []
+
+        def run():
+            out.append(runner.start_cargo().wait())
+            return out[0]
+
+        bid = runner.baseline("cargo", _cargo_key(scope, policy), run)
+        if not out:  # stored already: the run is needed for its spans and suggestions
+            out.append(runner.start_cargo().wait())
+    return out[0], bid
+
+
+def run_preflight(pt: Pt, cand: Candidate, error_gate: str = "") -> PreflightReport:
+    """Queue the candidate, run the enabled stages in the mirror, let the gate decide.
+    `error_gate` overrides the policy's for this run ('new': errors the tree already has do not fail it)."""
     t0 = time.perf_counter()
     cid = cand.id
     policy = _policy(pt)
-    scope_rows = [r["crate"] for r in pt.query("preflight.check_scope", files=[f.path for f in cand.files])]
-    scope = [] if (policy["check_scope"] == "workspace" or "*" in scope_rows or not scope_rows) else sorted(scope_rows)
+    scope = _scope(pt, policy, [f.path for f in cand.files])
 
     def register() -> None:
         """The draft tray (current code of the touched nodes, then the proposal) and the queue
@@ -895,7 +938,7 @@ def run_preflight(pt: Pt, cand: Candidate) -> PreflightReport:
     mirror = Mirror(pt.workspace)
     with mirror.locked():
         sync = mirror.sync()
-        runner = _Runner(pt, cand, policy, mirror, scope, sync)
+        runner = _Runner(pt, cand, policy, mirror, scope, sync, error_gate)
         rejected = False
         if policy["stage_ra"]:
             register()
@@ -920,4 +963,5 @@ def run_preflight(pt: Pt, cand: Candidate) -> PreflightReport:
         failed_stages=verdict_row["failed_stages"], missing_stages=verdict_row["missing_stages"],
         scope=scope, sync={"files": sync.files, "copied": sync.copied, "removed": sync.removed,
                            "hashed": sync.hashed, "elapsed_s": round(sync.elapsed_s, 4)},
-        warnings=runner.warnings, diff=cand.diff(), elapsed_s=round(time.perf_counter() - t0, 3))
+        warnings=runner.warnings, diff=cand.diff(), elapsed_s=round(time.perf_counter() - t0, 3),
+        cargo_run=runner.cargo_run)
