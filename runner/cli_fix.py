@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from .cli_preflight import _approver
+from .errors import UsageError
 from .output import echo_err, emit
 
 
@@ -35,7 +36,10 @@ def fix_cmd(c, seed, yes, dry_run, max_rounds, max_candidates, allow_signature_c
     from ..adapters import llm as llm_adapter
     from .fix import FixOptions, run_fix
 
-    cfg = llm_adapter.config_from_env(provider=None if llm == "auto" else llm, model=model)
+    try:
+        cfg = llm_adapter.config_from_env(provider=None if llm == "auto" else llm, model=model)
+    except llm_adapter.LlmError as exc:
+        raise UsageError(str(exc)) from None
     opts = FixOptions(seed=seed, dry_run=dry_run, max_rounds=max_rounds, max_candidates=max_candidates,
                       allow_signature_change=allow_signature_change, partial=partial,
                       llm=None if cfg.provider == "none" else cfg)

@@ -256,16 +256,15 @@ class _Run:
         self.timings["preflight_s"] += elapsed
         run = rep.cargo_run
         errors_after = sum(1 for d in run.diagnostics if d.severity == "error") if run else errors_before + 1
-        cargo_stage = next((s for s in rep.stages if s.stage == "cargo"), None)
+        cargo_stage = next((s for s in rep.stages if s.stage == "cargo"), None)  # absent when stage 1 rejected
         row = {"cand": plan.cand, "pattern": plan.pattern, "diag": plan.diag, "tier": plan.tier, "ord": ord_,
                "note": plan.note, "preflight_id": rep.candidate_id, "verdict": rep.verdict,
                "errors_before": errors_before, "errors_after": errors_after,
-               "new_errors": cargo_stage.new_errors if cargo_stage else 0,
                "new_warnings": cargo_stage.new_warnings if cargo_stage else 0,
                "diff_lines": sum(_changed_lines(self.tree.get(f) or b"", t) for f, t in new.items()),
                "edit_chars": sum(e - s + len(r) for _, s, e, r in plan.edits),
                "elapsed_ms": round(elapsed * 1000.0, 1)}
-        self.pt.run("fix.record_candidate", {"run_id": self.run_id, "round": rnd, **row})
+        row["new_errors"] = self.pt.run("fix.record_candidate", {"run_id": self.run_id, "round": rnd, **row}).dicts()[0]["new_errors"]
         self.say(f"  [{rnd}.{ord_}] {plan.pattern.removeprefix('patterns.')}: {plan.note[:70]} -> "
                  f"{rep.verdict}, {errors_after} error{'s' * (errors_after != 1)} left")
         return {"round": rnd, "row": row, "texts": new, "run": run}
@@ -274,13 +273,14 @@ class _Run:
         from ..adapters import llm
         from .context import context_pack
 
-        nodes = [r["node_id"] for r in self.pt.query("fix.round_diags", run_id=self.run_id, round=rnd) if r["node_id"]]
+        node_of = {r["diag"]: r["node_id"] for r in self.pt.query("fix.round_diags", run_id=self.run_id, round=rnd)}
+        nodes = [n for n in node_of.values() if n]
         if not nodes:
             return []
         t0 = time.perf_counter()
         try:
             ctx = context_pack(self.pt, list(dict.fromkeys(nodes)), budget_tokens=3000)
-            diags = [dict(_diag_dict(d), rendered=d.rendered, node_id="") for d in errors]
+            diags = [dict(_diag_dict(d), rendered=d.rendered, node_id=node_of.get(i, "")) for i, d in enumerate(errors)]
             prop = llm.propose(self.pt.workspace, self.opts.llm, diags, ctx, feedback)
         except llm.LlmError as exc:
             self.warnings.append(f"LLM: {exc}")
