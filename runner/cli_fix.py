@@ -76,6 +76,11 @@ def _print(rep) -> None:
         click.echo("a fix passed PreFlight but was not approved; nothing written (pass --yes to apply without asking)")
     else:
         tried = sum(len(r["candidates"]) for r in rep.rounds)
+        sig = [c for r in rep.rounds for c in r["candidates"] if c["signature_change"] and c["errors_after"] < c["errors_before"]
+               and c["new_errors"] == 0]
+        if sig:
+            click.echo(f"note: {len(sig)} candidate{'s' * (len(sig) != 1)} would fix errors by changing the signature of a "
+                       f"pub item ({sig[0]['note'][:60]}); rerun with --allow-signature-change to accept that")
         click.echo(f"no safe fix found ({tried} candidate{'s' * (tried != 1)} tried); nothing written. The errors, per interface:")
         for e in rep.explanation:
             where = e["node_id"] or "(no node)"

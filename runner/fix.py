@@ -251,7 +251,9 @@ class _Run:
             return None
         self.tried.add(cand.id)
         t0 = time.perf_counter()
-        rep = run_preflight(self.pt, cand, error_gate="new")
+        # New warnings rank candidates (fix.champion) rather than refuse them: code that compiles
+        # further than before often gets lints rustc could not reach while it had errors.
+        rep = run_preflight(self.pt, cand, error_gate="new", max_new_warnings=-1)
         elapsed = time.perf_counter() - t0
         self.timings["preflight_s"] += elapsed
         run = rep.cargo_run

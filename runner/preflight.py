@@ -5,9 +5,9 @@ end of a file) or a unified diff, turned into full file texts by splicing; its i
 of the diff set (path, hash before, hash after of every file), so the same id always means the
 same bytes checked against the same bytes.
 
-The stages run on a *mirror* of the workspace under `.parseltongue/mirror/`, kept in sync by hash
-(only changed files are copied) and built with its own target directory
-(`.parseltongue/mirror-target/`), so checks stay warm and the user's tree is never written:
+The stages run on a *mirror* of the workspace in pt's cache (`mirror_home`: ~/.cache/parseltongue/
+mirror-<hash of the workspace path>/), kept in sync by hash (only changed files are copied) and
+built with its own target directory, so checks stay warm and the user's tree is never written:
 
   1. `ra`    rust-analyzer overlay diagnostics, a fast reject (off by default in the policy)
   2. `cargo` `cargo check --message-format=json`, authoritative and always on
@@ -551,6 +551,27 @@ class SyncReport:
     digest: str = ""
 
 
+def mirror_home(workspace: Path) -> Path:
+    """The mirror of a workspace lives outside it, in pt's cache ($PT_CACHE_DIR, else
+    $XDG_CACHE_HOME/parseltongue, else ~/.cache/parseltongue), keyed by the workspace's path: a
+    copy of the sources inside the workspace would show up to every tool that walks it (grep,
+    scorers, editors) as a second set of .rs files."""
+    base = os.environ.get("PT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "parseltongue")
+    return Path(base) / f"mirror-{digest(str(workspace.resolve()).encode())[:16]}"
+
+
+def mirror_target_dir(workspace: Path, home: Path) -> Path:
+    """Where the mirror builds. With CARGO_TARGET_DIR set (a shared build cache), inside it, keyed
+    by the workspace's path, so dependencies stay built across fresh checkouts of the same
+    workspace; the mirror's own files are always copied with a fresh mtime, so cargo never takes
+    an older build of them for current."""
+    shared = os.environ.get("CARGO_TARGET_DIR")
+    if shared:
+        return Path(shared) / "pt-mirror" / home.name
+    return home / MIRROR_TARGET
+
+
 class Mirror:
     """A copy of the workspace under `.parseltongue/mirror/`, synced by content hash.
 
@@ -562,9 +583,9 @@ class Mirror:
 
     def __init__(self, workspace: Path):
         self.workspace = workspace
-        self.state = workspace / STATE_DIR
+        self.state = mirror_home(workspace)
         self.root = self.state / MIRROR_DIR
-        self.target_dir = self.state / MIRROR_TARGET
+        self.target_dir = mirror_target_dir(workspace, self.state)
         self.manifest_path = self.state / MIRROR_MANIFEST
         self.manifest: dict[str, list] = {}
 
@@ -737,9 +758,9 @@ def _diag_rows(cand: Candidate, diags: list) -> list:
 
 class _Runner:
     def __init__(self, pt: Pt, cand: Candidate, policy: dict, mirror: Mirror, scope: list, sync: SyncReport,
-                 error_gate: str = ""):
+                 error_gate: str = "", max_new_warnings: int = -2):
         self.pt, self.cand, self.policy, self.mirror, self.scope, self.sync = pt, cand, policy, mirror, scope, sync
-        self.error_gate = error_gate
+        self.error_gate, self.max_new_warnings = error_gate, max_new_warnings
         self.cargo_run: cargo.CargoRun | None = None  # the candidate's stage-2 run (pt run fix reads its diagnostics)
         self.cid = cand.id
         self.stages: list[StageReport] = []
@@ -753,7 +774,8 @@ class _Runner:
         give the verdict in the same transaction - one SQLite commit less on every PreFlight."""
         res = self.pt.run("preflight.record_result", {
             "candidate_id": candidate_id or self.cid, "stage": stage, "baseline": baseline,
-            "diags": rows, "elapsed_ms": round(elapsed_s * 1000.0, 1), "error_gate": self.error_gate},
+            "diags": rows, "elapsed_ms": round(elapsed_s * 1000.0, 1), "error_gate": self.error_gate,
+            "max_new_warnings": self.max_new_warnings},
             vars={"decide": decide}).dicts()[0]
         if decide:
             self.verdict = res
@@ -914,9 +936,10 @@ def check_tree(pt: Pt, files: list) -> tuple[cargo.CargoRun, str]:
     return out[0], bid
 
 
-def run_preflight(pt: Pt, cand: Candidate, error_gate: str = "") -> PreflightReport:
+def run_preflight(pt: Pt, cand: Candidate, error_gate: str = "", max_new_warnings: int = -2) -> PreflightReport:
     """Queue the candidate, run the enabled stages in the mirror, let the gate decide.
-    `error_gate` overrides the policy's for this run ('new': errors the tree already has do not fail it)."""
+    `error_gate` and `max_new_warnings` override the policy's for this run ('new': errors the tree
+    already has do not fail it; -1: any number of new warnings)."""
     t0 = time.perf_counter()
     cid = cand.id
     policy = _policy(pt)
@@ -938,7 +961,7 @@ def run_preflight(pt: Pt, cand: Candidate, error_gate: str = "") -> PreflightRep
     mirror = Mirror(pt.workspace)
     with mirror.locked():
         sync = mirror.sync()
-        runner = _Runner(pt, cand, policy, mirror, scope, sync, error_gate)
+        runner = _Runner(pt, cand, policy, mirror, scope, sync, error_gate, max_new_warnings)
         rejected = False
         if policy["stage_ra"]:
             register()

@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from parseltongue.runner.cli import main
+
+# PreFlight mirrors live in pt's cache; the tests' go to a directory of their own (inherited by
+# the `pt` subprocesses some tests start), never the user's ~/.cache.
+os.environ.setdefault("PT_CACHE_DIR", tempfile.mkdtemp(prefix="pt-test-cache-"))
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"

@@ -65,7 +65,7 @@ def test_compiling_node_edit_passes_and_the_tree_is_untouched(pt, pws, tmp_path)
     # nothing in the user's tree changed, and no Cargo.lock / target/ appeared in it
     assert tree(pws) == before
     assert not (pws / "target").exists() and not (pws / "Cargo.lock").exists()
-    assert (pws / ".parseltongue" / "mirror-target").is_dir()
+    assert Mirror(pws).target_dir.is_dir() and not (pws / ".parseltongue" / "mirror").exists()
     with Pt.open(pws) as p:
         rows = p.store.run("?[id, s, c] := *codegraph{id, preflight_state: s, candidate_id: c}").rows
         assert rows == [[DOUBLE, "passed", doc["candidate_id"]]]
