@@ -336,6 +336,19 @@ class _Run:
                 break
         return best
 
+    def final_candidate(self, cid: str) -> str:
+        """The accumulated change as PreFlight last saw it. A later candidate of the run touching
+        the same node retires it in the draft tray (state superseded); then it is proven again -
+        the same bytes give the same id - so that apply's gate holds."""
+        rows = self.pt.query("preflight.candidate", candidate_id=cid)
+        if rows and rows[0]["state"] == "passed":
+            return cid
+        cand = self.candidate({})
+        t0 = time.perf_counter()
+        rep = run_preflight(self.pt, cand, error_gate="new", max_new_warnings=-1)
+        self.timings["preflight_s"] += time.perf_counter() - t0
+        return rep.candidate_id
+
     def champion(self, rnd: int, attempts: dict) -> dict | None:
         rows = self.pt.query("fix.champion", run_id=self.run_id, round=rnd,
                              allow_signature_change=self.opts.allow_signature_change)
@@ -382,8 +395,7 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
     if errors0:
         report.outcome = "no-safe-fix"
     if chain and (not left or opts.partial):
-        last = chain[-1]["row"]
-        report.candidate_id = last["preflight_id"]
+        report.candidate_id = run.final_candidate(chain[-1]["row"]["preflight_id"])
         from .apply import apply_candidate, candidate_diff
 
         report.diff = candidate_diff(pt, report.candidate_id)
