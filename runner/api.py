@@ -21,15 +21,17 @@ STATE_DIR = ".parseltongue"
 
 def find_workspace(start: str | os.PathLike | None = None) -> Path:
     """Walking up from `start`: the first directory holding `.parseltongue/` or a `[workspace]`
-    Cargo.toml; failing both, the nearest package (Cargo.toml), else `start` itself."""
+    Cargo.toml; failing both, the nearest package (Cargo.toml), else `start` itself. A
+    `.parseltongue/` in a directory without a Cargo.toml above a package does not capture it (a
+    stray state directory in /tmp or $HOME must not make every crate below one workspace)."""
     base = Path(start or os.getcwd()).resolve()
     if not base.is_dir():
         raise UsageError(f"workspace {base} is not a directory")
     nearest_package = None
     for d in (base, *base.parents):
-        if (d / STATE_DIR).is_dir():
-            return d
         manifest = d / "Cargo.toml"
+        if (d / STATE_DIR).is_dir():
+            return nearest_package if nearest_package and not manifest.is_file() else d
         if manifest.is_file():
             nearest_package = nearest_package or d
             try:

@@ -254,3 +254,17 @@ def test_golden_update_round_trips(pt, demo_ws):
     (gdir / "basic.expected").write_text(expected.replace('"g"', '"h"'))
     r = pt("-C", str(demo_ws), "test", str(gdir))
     assert r.code == 1 and "differs" in r.err
+
+
+def test_find_workspace_ignores_a_stray_state_dir_above_a_package(tmp_path):
+    from parseltongue.runner.api import find_workspace
+
+    (tmp_path / ".parseltongue").mkdir()  # e.g. someone ran pt in /tmp
+    pkg = tmp_path / "ws"
+    (pkg / "src").mkdir(parents=True)
+    (pkg / "Cargo.toml").write_text('[package]\nname = "ws"\nversion = "0.1.0"\n')
+    assert find_workspace(pkg / "src") == pkg
+    (tmp_path / "Cargo.toml").write_text('[package]\nname = "top"\nversion = "0.1.0"\n')
+    assert find_workspace(pkg / "src") == tmp_path  # a state dir beside a manifest is a root
+    (pkg / ".parseltongue").mkdir()
+    assert find_workspace(pkg / "src") == pkg
