@@ -281,7 +281,9 @@ class _Run:
             return []
         t0 = time.perf_counter()
         try:
-            ctx = context_pack(self.pt, list(dict.fromkeys(nodes)), budget_tokens=3000)
+            # A local model reads its prompt on the CPU: a smaller pack keeps it within its timeout.
+            budget = 800 if self.opts.llm.provider == "local" else 3000
+            ctx = context_pack(self.pt, list(dict.fromkeys(nodes)), budget_tokens=budget)
             diags = [dict(_diag_dict(d), rendered=d.rendered, node_id=node_of.get(i, "")) for i, d in enumerate(errors)]
             prop = llm.propose(self.pt.workspace, self.opts.llm, diags, ctx, feedback)
         except llm.LlmError as exc:

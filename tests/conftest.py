@@ -76,3 +76,24 @@ def write_rule(ws: Path, rel: str, text: str) -> Path:
 def pt_subprocess(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).parent / "pt"
     return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def fix_fixture(tmp_path: Path, fixture: str, seed: str = "src/lib.rs") -> tuple[Path, dict]:
+    """Copy tests/fixtures/FIXTURE to tmp_path and run `pt run fix --seed SEED --yes --json` there
+    (no LLM) -> (workspace, report); the run must exit 0."""
+    import os
+    import shutil
+
+    ws = tmp_path / fixture
+    shutil.copytree(FIXTURES / fixture, ws, ignore=shutil.ignore_patterns("target", ".parseltongue", "Cargo.lock"))
+    exe = Path(sys.executable).parent / "pt"
+    proc = subprocess.run([str(exe), "run", "fix", "--seed", seed, "--yes", "--json"], cwd=ws,
+                          env=dict(os.environ, PT_LLM="none"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return ws, json.loads(proc.stdout)
+
+
+def assert_compiles(ws: Path) -> None:
+    check = subprocess.run(["cargo", "check", "--offline", "--quiet"], cwd=ws, capture_output=True, text=True,
+                           timeout=300)
+    assert check.returncode == 0, check.stderr
