@@ -9,6 +9,7 @@ Tests, flows and the agent server all call `Pt.run`, the same code path as `pt q
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from .errors import GateFailed, UsageError
 STATE_DIR = ".parseltongue"
 
 
-def find_workspace(start: str | os.PathLike | None = None) -> Path:
+def find_workspace(start: str | os.PathLike | None = None, walk: bool = True) -> Path:
     """Walking up from `start`: the first directory holding `.parseltongue/` or a `[workspace]`
     Cargo.toml; failing both, the nearest package (Cargo.toml), else `start` itself. A
     `.parseltongue/` in a directory without a Cargo.toml above a package does not capture it (a
@@ -27,6 +28,8 @@ def find_workspace(start: str | os.PathLike | None = None) -> Path:
     base = Path(start or os.getcwd()).resolve()
     if not base.is_dir():
         raise UsageError(f"workspace {base} is not a directory")
+    if not walk:  # a root named explicitly (-C, Pt.open(ws)) is the root
+        return base
     nearest_package = None
     for d in (base, *base.parents):
         manifest = d / "Cargo.toml"
@@ -58,7 +61,7 @@ class Pt:
     @classmethod
     def open(cls, workspace: str | os.PathLike | None = None, db: str | None = None,
              init: bool = True) -> "Pt":
-        ws = find_workspace(workspace)
+        ws = find_workspace(workspace, walk=workspace is None)
         target = db or default_db(ws)
         try:
             store = open_store(target)
@@ -142,6 +145,8 @@ class Pt:
         bound = P.bind_params(prog, params or {}, from_cli=from_cli)
         script = P.render(self.registry, prog, P.bind_vars(prog, vars or {}))
         P.check_access(prog, script, self.relation_names())
+        if "search_text" in prog.reads and "search_text" not in prog.writes:
+            self._ensure_text_index()
         try:
             return self.store.run(script, bound, immutable=prog.read_only)
         except StoreError as exc:
@@ -149,6 +154,16 @@ class Pt:
         finally:
             if prog.schema_rev is not None:
                 self._relations = None
+
+    def _ensure_text_index(self) -> None:
+        """A large ingest defers the full-text index (ingest.defer_text_index); the first program
+        that reads search_text builds it (ingest.build_text_index, ~0.3 ms a node)."""
+        if "search_text" not in self.relation_names():
+            return
+        if any(r.get("pending") for r in self.run("ingest.text_index_state").dicts()):
+            sys.stderr.write("pt: building the full-text index (deferred by the last large ingest)...\n")
+            sys.stderr.flush()
+            self.run("ingest.build_text_index")
 
     def query(self, program: str, /, **params: Any) -> list[dict]:
         """Rows as dicts; use `run` to pass Jinja vars."""

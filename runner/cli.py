@@ -27,7 +27,8 @@ class Ctx:
 
     @property
     def workspace(self) -> Path:
-        return find_workspace(self.workspace_arg)
+        # -C names the root itself; only without it is the root looked for upwards from the cwd
+        return find_workspace(self.workspace_arg, walk=self.workspace_arg is None)
 
     def open(self, init: bool = True) -> Pt:
         return Pt.open(self.workspace, self.db, init=init)
