@@ -60,12 +60,12 @@ def pt_path() -> Path:
     return Path(sys.executable).parent / "pt"  # not resolved: the venv's bin/, where its `pt` lives
 
 
-def fixer_commands(corpus: Path, timeout: int) -> dict[str, str]:
+def fixer_commands(corpus: Path, timeout: int, pt_args: str = "") -> dict[str, str]:
     # pt runs under timeout(1), which kills its whole process group (cargo, rustc, rust-analyzer):
     # score.py's own timeout only kills the direct child, and an orphan still running would edit
     # the next case's workspace. score.py's limit for pt is set PT_GRACE s later (see run_fixer).
     return {
-        "pt": f"timeout -k 10 {timeout} {pt_path()} run fix --seed {{seed_file}} --yes",
+        "pt": f"timeout -k 10 {timeout} {pt_path()} run fix --seed {{seed_file}} --yes" + (f" {pt_args}" if pt_args else ""),
         "cargo_fix": "cargo fix --broken-code --allow-no-vcs --allow-dirty -q",
         "naive_suggestions": f"python3 {corpus / 'baselines' / 'naive_fix.py'}",
     }
@@ -266,6 +266,8 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(FIXERS), help="fixers to include, comma-separated "
                     f"({','.join(FIXERS)})")
     ap.add_argument("--reuse", default="", help="fixers NOT re-run when <out>/NAME.json exists")
+    ap.add_argument("--pt-args", default="", help="extra `pt run fix` options, e.g. --allow-signature-change "
+                    "(use another --out: the report names the run pt either way)")
     ap.add_argument("--report-only", action="store_true", help="run nothing, report from <out>/*.json")
     ap.add_argument("--corpus", default=str(DEFAULT_CORPUS), help=f"corpus dir (default {DEFAULT_CORPUS})")
     args = ap.parse_args()
@@ -285,7 +287,7 @@ def main() -> int:
     if not cases:
         ap.error("no cases selected")
     out.mkdir(parents=True, exist_ok=True)
-    cmds = fixer_commands(corpus, args.timeout)
+    cmds = fixer_commands(corpus, args.timeout, args.pt_args)
     if "pt" in only and not pt_path().exists():
         log(f"warning: {pt_path()} does not exist; pt will be scored as not fixing anything")
 
