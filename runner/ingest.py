@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import blake3
 
@@ -28,6 +28,7 @@ from .errors import UsageError
 WRITE_BATCH_FILES = 300  # files per replace transaction (SQLite pays ~30 ms per commit)
 RESOLVE_BATCH_FILES = 200  # files per edge-resolution run (cost is linear in the batch; this bounds memory)
 PARALLEL_MIN_FILES = 24  # below this a process pool costs more than it saves
+TEXT_DEFER_MIN_FILES = 1000  # from this many files on, the full-text index waits for its first reader
 
 
 @dataclass
@@ -42,6 +43,7 @@ class IngestReport:
     nodes: int = 0
     edges: int = 0
     elapsed_s: float = 0.0
+    text_index: str = "updated"  # or "deferred": built by the first program that reads it
     timings: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -94,19 +96,22 @@ def _parse_one(args: tuple[str, str]) -> tuple[str, FileFacts | None, str, str, 
         return rel, None, digest, str(exc).split(": ", 1)[-1], st.st_size, st.st_mtime
 
 
-def _parse_all(root: Path, files: list[str], jobs: int, progress) -> list[tuple]:
+def _parse_iter(root: Path, files: list[str], jobs: int) -> Iterator[tuple]:
+    """Parse results in file order, as they come (in worker processes for many files)."""
     args = [(str(root), f) for f in files]
     if len(files) < PARALLEL_MIN_FILES or jobs <= 1:
-        out = []
         for a in args:
-            out.append(_parse_one(a))
-            progress(1)
-        return out
-    out = []
+            yield _parse_one(a)
+        return
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        for res in pool.map(_parse_one, args, chunksize=16):
-            out.append(res)
-            progress(1)
+        yield from pool.map(_parse_one, args, chunksize=16)
+
+
+def _parse_all(root: Path, files: list[str], jobs: int, progress) -> list[tuple]:
+    out = []
+    for res in _parse_iter(root, files, jobs):
+        out.append(res)
+        progress(1)
     return out
 
 
@@ -212,67 +217,104 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
     report.files_total = len(current)
     timings["scan_s"] = time.perf_counter() - t
 
-    # Parse candidates (hashing first tells a touched file from a changed one).
-    t = time.perf_counter()
-    stored = _stored_hashes(pt, candidates)
-    step, close = _progress(progress, len(candidates), "pt ingest: parsing")
-    parsed = _parse_all(ws, candidates, jobs or os.cpu_count() or 1, step)
-    close()
-    timings["parse_s"] = time.perf_counter() - t
+    # A cold ingest (nothing in the graph yet) needs no removal half, no "affected files" and
+    # recounts hubs once at the end.
+    cold = paths is None and not deleted and all(s["state"] == "new" for s in stale)
+    stored = {} if cold else _stored_hashes(pt, candidates)
+    # A large ingest leaves the full-text index to its first reader (runner/api.py): its FTS
+    # postings cost about as much as the rest of the ingest put together.
+    defer_text = len(candidates) >= TEXT_DEFER_MIN_FILES or _text_pending(pt)
+    text = {"deferred": False}
 
+    def write(rows: _Rows) -> None:
+        fresh = cold or not any(f in stored for f in rows.files)
+        if not cold:  # files elsewhere whose edges depend on names these files add or remove
+            new_names = sorted({n[3] for n in rows.p["nodes"] if n[3]})
+            affected.update(r["file_path"] for r in pt.query("ingest.affected_files", files=rows.files,
+                                                              new_names=new_names))
+        if not fresh:  # in these files, the nodes whose edges must be re-derived ('*': all of the file)
+            for r in pt.query("ingest.changed_nodes", files=rows.files,
+                              nodes=[[n[1], n[0], n[20], n[17], n[3]] for n in rows.p["nodes"]]):
+                partial.setdefault(r["file_path"], set()).add(r["id"])
+        pt.run("ingest.replace_files", rows.params(), vars={"fresh": fresh})
+        if defer_text:
+            if not text["deferred"]:
+                pt.run("ingest.defer_text_index")
+                text["deferred"] = True
+        else:  # the full-text side relation behind `pt query search` (only nodes whose hash changed)
+            pt.run("retrieval.index_text", {"files": rows.files})
+
+    # Parse candidates (hashing tells a touched file from a changed one) and write them in
+    # batches as the parses come in, so writing overlaps parsing.
     t = time.perf_counter()
-    fc = file_crate_rows(layout, [p[0] for p in parsed])
+    affected: set[str] = set()
+    partial: dict[str, set] = {}  # file -> ids of its changed nodes (or '*')
+    if deleted:  # their names go: files that referred to them are re-resolved
+        affected.update(r["file_path"] for r in pt.query("ingest.affected_files", files=deleted, new_names=[]))
+        pt.run("ingest.replace_files", {"files": deleted})
+        pt.run("retrieval.index_text", {"files": deleted})
+    fc = file_crate_rows(layout, candidates)
     now = time.time()
-    changed, touched = [], []
-    for rel, facts, digest, err, size, mtime in parsed:
+    changed, touched, rows, write_s = [], [], _Rows(), 0.0
+    step, close = _progress(progress, len(candidates), "pt ingest: parsing")
+    for rel, facts, digest, err, size, mtime in _parse_iter(ws, candidates, jobs or os.cpu_count() or 1):
+        step(1)
         if err:
             report.files_skipped.append([rel, err])
         if stored.get(rel) == digest and not err:
             touched.append([rel, digest, size, mtime, facts.parse_error_count if facts else 0, now])
             continue
-        changed.append((rel, facts, digest, size, mtime))
+        changed.append(rel)
+        report.parse_errors += facts.parse_error_count if facts else 0
+        rows.add(rel, facts, digest, size, mtime, fc[rel], now)
+        if len(rows.files) >= WRITE_BATCH_FILES:
+            tw = time.perf_counter()
+            write(rows)
+            write_s += time.perf_counter() - tw
+            rows = _Rows()
+    tw = time.perf_counter()
+    if rows.files:
+        write(rows)
+    if touched:
+        pt.run("ingest.touch_files", {"rows": touched})
+    write_s += time.perf_counter() - tw
+    close()
+    timings["parse_write_s"] = time.perf_counter() - t
+    timings["write_s"] = write_s
     report.files_unchanged = len(current) - len(changed)
     report.files_parsed = len(changed)
     report.files_removed = len(deleted)
-    report.parse_errors = sum(f.parse_error_count for _, f, *_ in changed if f)
-
-    # Files elsewhere whose edges depend on names these files add or remove.
-    affected: list[str] = []
-    if paths is not None or len(changed) < len(current):
-        new_names = sorted({n[3] for _, f, *_ in changed if f for n in f.nodes if n[3]})
-        names_of = [r for r, *_ in changed] + deleted
-        if names_of:
-            affected = [r["file_path"] for r in pt.query("ingest.affected_files", files=names_of, new_names=new_names)]
-
-    if touched:
-        pt.run("ingest.touch_files", {"rows": touched})
-    if deleted:
-        pt.run("ingest.replace_files", {"files": deleted})
-        pt.run("retrieval.index_text", {"files": deleted})
-    for i in range(0, len(changed), WRITE_BATCH_FILES):
-        rows = _Rows()
-        for rel, facts, digest, size, mtime in changed[i:i + WRITE_BATCH_FILES]:
-            rows.add(rel, facts, digest, size, mtime, fc[rel], now)
-        pt.run("ingest.replace_files", rows.params())
-        # the full-text side relation behind `pt query search` (only nodes whose hash changed)
-        pt.run("retrieval.index_text", {"files": rows.files})
-    timings["write_s"] = time.perf_counter() - t
+    report.text_index = "deferred" if (text["deferred"] or (defer_text and _text_pending(pt))) else "updated"
 
     # Edges: out of every changed file, and out of the files that referred to changed names.
     t = time.perf_counter()
-    to_resolve = sorted({r for r, *_ in changed} | set(affected) - set(deleted))
-    step, close = _progress(progress and len(to_resolve) > RESOLVE_BATCH_FILES, len(to_resolve), "pt ingest: resolving")
-    for i in range(0, len(to_resolve), RESOLVE_BATCH_FILES):
-        batch = to_resolve[i:i + RESOLVE_BATCH_FILES]
-        pt.run("ingest.resolve_edges", {"files": batch})
+    to_resolve = sorted(set(changed) | affected - set(deleted))
+    # A re-ingested file whose names did not change re-derives only its changed nodes' edges.
+    some = sorted(f for f in to_resolve if f in partial and "*" not in partial[f] and f not in affected)
+    whole = [f for f in to_resolve if f not in set(some)]
+    bulk = len(to_resolve) > RESOLVE_BATCH_FILES  # hubs recounted once at the end, not per batch
+    step, close = _progress(progress and bulk, len(to_resolve), "pt ingest: resolving")
+    for i in range(0, len(some), RESOLVE_BATCH_FILES):
+        batch = some[i:i + RESOLVE_BATCH_FILES]
+        nodes = sorted({n for f in batch for n in partial[f]})
+        if nodes:
+            pt.run("ingest.resolve_edges", {"files": batch, "nodes": nodes}, vars={"node_hubs": not bulk})
+        step(len(batch))
+    for i in range(0, len(whole), RESOLVE_BATCH_FILES):
+        batch = whole[i:i + RESOLVE_BATCH_FILES]
+        pt.run("ingest.resolve_edges", {"files": batch}, vars={"node_hubs": not bulk})
         step(len(batch))
     close()
     report.files_resolved = len(to_resolve)
     timings["resolve_s"] = time.perf_counter() - t
+    if bulk:
+        t = time.perf_counter()
+        pt.run("ingest.node_hubs")
+        timings["hubs_s"] = time.perf_counter() - t
 
-    if paths is None:  # counting scans the graph; a few-file update skips it to stay fast
-        counts = {r["relation"]: r["rows"] for r in pt.query("meta.status")}
-        report.nodes, report.edges = counts.get("isg_nodes", 0), counts.get("isg_edges", 0)
+    if paths is None:  # counting reads two indexes; a few-file update skips it to stay fast
+        size = {r["what"]: r["n"] for r in pt.query("ingest.graph_size")}
+        report.nodes, report.edges = size.get("nodes", 0), size.get("edges", 0)
     report.elapsed_s = time.perf_counter() - t0
     report.timings = {k: round(v, 4) for k, v in timings.items()}
     return report
@@ -286,6 +328,10 @@ def _stored_layout(pt: Pt, ws: Path) -> cargo.Layout | None:
         else:
             targets.append(cargo.Target(r["root"], r["name"], r["kind"], r["src_path"], r["root_dir"]))
     return cargo.Layout(ws, crates, targets) if crates else None
+
+
+def _text_pending(pt: Pt) -> bool:
+    return any(r.get("pending") for r in pt.query("ingest.text_index_state"))
 
 
 def _stored_hashes(pt: Pt, files: list[str]) -> dict[str, str]:

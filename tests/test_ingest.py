@@ -87,6 +87,52 @@ def test_body_edit_reparses_one_file_and_keeps_ids_and_incoming_edges(geo_ws, st
     assert line == [[13]]
 
 
+def edge_rows(store):
+    return sorted(map(tuple, store.run("?[s, d, k, w, p, e] := *isg_edges{src_id: s, dst_id: d, kind: k, "
+                                       "weight: w, provenance: p, evidence: e}").rows))
+
+
+@pytest.mark.parametrize("edit", [
+    # a body edit on the same line: only that fn (and its enclosing items) is re-resolved
+    lambda t: t.replace("fn main() {", "fn main() { let _pt = 1;"),
+    # a new line at the top moves every node's lines: all of the file, evidence lines included
+    lambda t: "// moved\n" + t,
+    # a new call in a body, to a name resolved elsewhere
+    lambda t: t.replace("fn main() {", "fn main() {\n    let _ = geo::total(&[]);"),
+    # a new fn: a name comes, so the file is re-resolved whole
+    lambda t: t.replace("fn main() {", "fn helper_gone() {}\nfn main() {"),
+])
+def test_incremental_edit_gives_the_graph_of_a_cold_ingest(geo_ws, store, tmp_path, edit):
+    """Re-resolving only the changed nodes of an edited file leaves exactly the edges (weights,
+    evidence lines) that ingesting the edited tree from scratch gives."""
+    ingest(geo_ws, store)
+    main = geo_ws / "app/src/main.rs"
+    main.write_text(edit(main.read_text()))
+    ingest(geo_ws, store, paths=["app/src/main.rs"])
+    cold = open_store("mem")
+    try:
+        ingest(geo_ws, cold)
+        assert edge_rows(store) == edge_rows(cold)
+    finally:
+        cold.close()
+
+
+def test_new_file_re_resolves_the_callers_of_its_names(geo_ws, store):
+    main = geo_ws / "app/src/main.rs"
+    main.write_text(main.read_text().replace("fn main() {", "fn main() {\n    brand_new_helper();"))
+    ingest(geo_ws, store)
+    (geo_ws / "app/src/helpers.rs").write_text("pub fn brand_new_helper() {}\n")
+    r = ingest(geo_ws, store, paths=["app/src/helpers.rs"])
+    assert r.files_resolved == 2  # helpers.rs and main.rs, which calls the new name
+    cold = open_store("mem")
+    try:
+        ingest(geo_ws, cold)
+        assert edge_rows(store) == edge_rows(cold)
+        assert ("fn:app/src/main.rs::main", "fn:app/src/helpers.rs::brand_new_helper", "CALLS") in edges(store)
+    finally:
+        cold.close()
+
+
 def test_deleted_file_disappears_with_its_edges(geo_ws, store):
     ingest(geo_ws, store)
     (geo_ws / "geo/src/units.rs").unlink()
