@@ -645,9 +645,25 @@ def main() -> int:
     ap.add_argument("--no-pt", action="store_true", help="only the corpus, bare parse and ctags")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     ap.add_argument("--pt", type=Path, default=PT_EXE, help=f"pt executable (default {PT_EXE})")
+    ap.add_argument("--only-one-file", action="store_true",
+                    help="only the one-changed-file latency, on the graph an earlier run left in --ws")
     args = ap.parse_args()
     PT_EXE = args.pt
     args.ws = args.ws.resolve()
+    if args.only_one_file:
+        if not db_path(args.ws).exists():
+            print(f"error: no graph at {db_path(args.ws)}: run without --only-one-file first", file=sys.stderr)
+            return 1
+        one = one_file_latency(args.ws, list_rs_files(args.ws), args.samples, args.seed)
+        load = os.getloadavg()
+        one["loadavg"] = [round(x, 2) for x in load]
+        if args.json:
+            print(json.dumps(one, indent=1))
+        else:
+            print(f"one changed file -> graph (in-process, N={one['samples']}): p50 {one['p50_ms']:.1f} ms, "
+                  f"p95 {one['p95_ms']:.1f} ms, max {one['max_ms']:.1f} ms; first call "
+                  f"{one['first_call_ms']:.1f} ms; load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        return 0
     try:
         res = measure(args)
     except RuntimeError as e:

@@ -10,6 +10,7 @@ thinking (module paths, per-file replace, edge resolution, confidence, staleness
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -20,8 +21,9 @@ from typing import Iterable, Iterator
 import blake3
 
 from ..adapters import cargo, fs
-from ..adapters.store import Store
+from ..adapters.store import Store, StoreError
 from ..adapters.treesitter import BinaryFileError, FileFacts, NotUtf8Error, extract
+from . import programs as P
 from .api import Pt
 from .errors import UsageError
 
@@ -153,6 +155,38 @@ class _Rows:
 
 # ------------------------------------------------------------------ the flow
 
+Step = tuple  # (program id, params, vars) of a writer program
+
+
+def _run_together(pt: Pt, steps: list[Step]) -> None:
+    """Run writer programs as one script, so in one transaction: every commit that changes the
+    sqlite file writes each page it dirtied twice (rollback journal, then the file) and syncs;
+    ~15 ms here for a few dozen scattered rows, as much as all the queries of a one-file update.
+    Each program's `$params` are renamed apart (`$s0_files`, ...); ephemeral relations are
+    `:replace`d by the program that uses them, so programs in sequence do not see stale ones.
+    If the script fails, nothing was written: the steps run again one by one, for the error."""
+    if len(steps) == 1:
+        pt.run(*steps[0])
+        return
+    scripts, bound = [], {}
+    for i, (name, params, vars_) in enumerate(steps):
+        prog = pt.registry.get(name)
+        b = P.bind_params(prog, params or {})
+        script = P.render(pt.registry, prog, P.bind_vars(prog, vars_ or {}))
+        P.check_access(prog, script, pt.relation_names())
+        if b:
+            script = re.sub(r"\$(" + "|".join(map(re.escape, b)) + r")\b", lambda m: f"$s{i}_{m.group(1)}", script)
+            bound.update({f"s{i}_{k}": v for k, v in b.items()})
+        if not P._COMMENTS.sub("", script).lstrip().startswith("{"):
+            script = "{\n" + script + "\n}"  # a single-query program becomes one block of the chain
+        scripts.append(script)
+    try:
+        pt.store.run("\n".join(scripts), bound)
+    except StoreError:  # rolled back: one by one, the failing program raises its own error
+        for step in steps:
+            pt.run(*step)
+
+
 def _progress(enabled: bool, total: int, label: str):
     if not enabled or total == 0:
         return lambda n: None, lambda: None
@@ -226,7 +260,8 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
     defer_text = len(candidates) >= TEXT_DEFER_MIN_FILES or _text_pending(pt)
     text = {"deferred": False}
 
-    def write(rows: _Rows) -> None:
+    def write(rows: _Rows, now_: bool = True) -> None:
+        """Queue a batch's writes; `now_` runs them (with whatever was queued) right away."""
         fresh = cold or not any(f in stored for f in rows.files)
         if not cold:  # files elsewhere whose edges depend on names these files add or remove
             new_names = sorted({n[3] for n in rows.p["nodes"] if n[3]})
@@ -236,13 +271,24 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
             for r in pt.query("ingest.changed_nodes", files=rows.files,
                               nodes=[[n[1], n[0], n[20], n[17], n[3]] for n in rows.p["nodes"]]):
                 partial.setdefault(r["file_path"], set()).add(r["id"])
-        pt.run("ingest.replace_files", rows.params(), vars={"fresh": fresh})
+        pending.append(("ingest.replace_files", rows.params(), {"fresh": fresh}))
         if defer_text:
             if not text["deferred"]:
-                pt.run("ingest.defer_text_index")
+                pending.append(("ingest.defer_text_index", {}, {}))
                 text["deferred"] = True
         else:  # the full-text side relation behind `pt query search` (only nodes whose hash changed)
-            pt.run("retrieval.index_text", {"files": rows.files})
+            pending.append(("retrieval.index_text", {"files": rows.files}, {}))
+        if now_:
+            flush()
+
+    # Writes wait in `pending` and run as one script (one transaction, one commit): the last
+    # batch's facts, touched files and - for a small update - its edges go in together.
+    pending: list[Step] = []
+
+    def flush() -> None:
+        if pending:
+            _run_together(pt, pending)
+            pending.clear()
 
     # Parse candidates (hashing tells a touched file from a changed one) and write them in
     # batches as the parses come in, so writing overlaps parsing.
@@ -251,8 +297,9 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
     partial: dict[str, set] = {}  # file -> ids of its changed nodes (or '*')
     if deleted:  # their names go: files that referred to them are re-resolved
         affected.update(r["file_path"] for r in pt.query("ingest.affected_files", files=deleted, new_names=[]))
-        pt.run("ingest.replace_files", {"files": deleted})
-        pt.run("retrieval.index_text", {"files": deleted})
+        pending.append(("ingest.replace_files", {"files": deleted}, {}))
+        pending.append(("retrieval.index_text", {"files": deleted}, {}))
+        flush()
     fc = file_crate_rows(layout, candidates)
     now = time.time()
     changed, touched, rows, write_s = [], [], _Rows(), 0.0
@@ -274,9 +321,9 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
             rows = _Rows()
     tw = time.perf_counter()
     if rows.files:
-        write(rows)
+        write(rows, now_=False)
     if touched:
-        pt.run("ingest.touch_files", {"rows": touched})
+        pending.append(("ingest.touch_files", {"rows": touched}, {}))
     write_s += time.perf_counter() - tw
     close()
     timings["parse_write_s"] = time.perf_counter() - t
@@ -293,17 +340,26 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
     some = sorted(f for f in to_resolve if f in partial and "*" not in partial[f] and f not in affected)
     whole = [f for f in to_resolve if f not in set(some)]
     bulk = len(to_resolve) > RESOLVE_BATCH_FILES  # hubs recounted once at the end, not per batch
+    if bulk:  # the last batch's facts go first, on their own
+        tw = time.perf_counter()
+        flush()
+        timings["write_s"] += time.perf_counter() - tw
     step, close = _progress(progress and bulk, len(to_resolve), "pt ingest: resolving")
     for i in range(0, len(some), RESOLVE_BATCH_FILES):
         batch = some[i:i + RESOLVE_BATCH_FILES]
         nodes = sorted({n for f in batch for n in partial[f]})
         if nodes:
-            pt.run("ingest.resolve_edges", {"files": batch, "nodes": nodes}, vars={"node_hubs": not bulk})
+            pending.append(("ingest.resolve_edges", {"files": batch, "nodes": nodes}, {"node_hubs": not bulk}))
+            if bulk:
+                flush()
         step(len(batch))
     for i in range(0, len(whole), RESOLVE_BATCH_FILES):
         batch = whole[i:i + RESOLVE_BATCH_FILES]
-        pt.run("ingest.resolve_edges", {"files": batch}, vars={"node_hubs": not bulk})
+        pending.append(("ingest.resolve_edges", {"files": batch}, {"node_hubs": not bulk, "fresh": cold}))
+        if bulk:
+            flush()
         step(len(batch))
+    flush()  # a small update: its facts, text rows and edges in one transaction
     close()
     report.files_resolved = len(to_resolve)
     timings["resolve_s"] = time.perf_counter() - t

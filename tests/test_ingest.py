@@ -260,3 +260,79 @@ def test_sites_answered_by_rust_analyzer_get_no_heuristic_edge(geo_ws, store):
     Pt(geo_ws, store).run("ingest.resolve_edges", {"files": ["app/src/main.rs"]})
     assert guess not in edges(store)
     assert ("fn:app/src/main.rs::main", "fn:geo/src/lib.rs::total", "CALLS") in edges(store)
+
+
+def fact_rows(store):
+    """Every fact an ingest writes, relation by relation (file_state without its ingest time)."""
+    scripts = {
+        "isg_nodes": "?[id, f, c, m, k, n, p, l, s, se, ra, v, g, cfg, ss, se2, ls, le, pe, conf, h, t, rh, sr] := "
+                     "*isg_nodes{id, file_path: f, crate: c, module_path: m, kind: k, name: n, parent_id: p, "
+                     "isgl_level: l, signature_ts: s, signature_exact: se, ra_signature: ra, visibility: v, "
+                     "generics: g, cfg, span_start: ss, span_end: se2, line_start: ls, line_end: le, "
+                     "parse_error_count: pe, confidence: conf, hash: h, tdd_classification: t, "
+                     "ra_hydrated_ts: rh, schema_rev: sr}",
+        "code_blobs": "?[id, c, r] := *code_blobs{id, code: c, recovered: r}",
+        "node_meta": "?[id, f, i, w, fe, t, d] := *node_meta{id, file_path: f, item_path: i, where_clause: w, "
+                     "features: fe, is_test: t, doc: d}",
+        "raw_calls": "?[f, c, s, p, n, q, r, k, e, l, m] := *raw_calls{file_path: f, caller_id: c, span_start: s, "
+                     "callee_path: p, callee_name: n, callee_qual: q, receiver: r, call_kind: k, span_end: e, "
+                     "line: l, in_macro: m}",
+        "raw_uses": "?[f, s, p, n, a, g, v, u] := *raw_uses{file_path: f, scope_id: s, path: p, name: n, alias: a, "
+                    "is_glob: g, visibility: v, use_id: u}",
+        "raw_type_refs": "?[f, i, p, n, s] := *raw_type_refs{file_path: f, item_id: i, type_path: p, type_name: n, "
+                         "span_start: s}",
+        "raw_impls": "?[f, i, a, b, c, d] := *raw_impls{file_path: f, impl_id: i, trait_path: a, trait_name: b, "
+                     "self_path: c, self_name: d}",
+        "raw_bounds": "?[f, i, p, t, n] := *raw_bounds{file_path: f, item_id: i, param: p, trait_path: t, trait_name: n}",
+        "raw_mods": "?[f, i, n, l, p] := *raw_mods{file_path: f, mod_id: i, name: n, inline: l, path_attr: p}",
+        "file_state": "?[f, h, s, m, e] := *file_state{file_path: f, hash: h, size: s, mtime: m, parse_error_count: e}",
+        "file_crate": "?[f, c, t, r, d] := *file_crate{file_path: f, crate: c, in_target: t, root_dir: r, is_test_dir: d}",
+        "search_text": "?[f, id, k, i, c, h] := *search_text{file_path: f, id, kind: k, iface: i, code_terms: c, hash: h}",
+    }
+    out = {name: sorted(map(repr, store.run(s).rows)) for name, s in scripts.items()}
+    out["isg_edges"] = edge_rows(store)
+    return out
+
+
+@pytest.mark.parametrize("edit, report_same", [
+    # bytes inserted on a line: the spans (and call-site keys) of every later node shift
+    (lambda t: t.replace("fn report(label: &str, value: f64) -> String {",
+                         "fn report(label: &str, value: f64) -> String { let _pt = 1;"), False),
+    # a fn removed, one renamed: rows and edges of nodes that go are removed, not left behind
+    (lambda t: t.replace("fn round2(v: f64) -> f64 {\n    (v * 100.0).round() / 100.0\n}\n", "")
+                .replace("round2(value)", "value").replace("fn main()", "fn main2()"), False),
+    # text appended after the last item: no node but the file's changes
+    (lambda t: t + "\n// the end\n", True),
+    # a call added and a `use` dropped (every line moves)
+    (lambda t: t.replace("use geo::shapes::Square as Sq;\n", "")
+                .replace("Sq::new(1.0), Sq::new(2.0)", "geo::shapes::Square::new(1.0)"), False),
+])
+def test_incremental_edit_writes_the_facts_of_a_cold_ingest(geo_ws, store, edit, report_same):
+    """ingest.replace_files and ingest.resolve_edges write an edit as a difference (rows already
+    stored are left alone) inside one transaction; every relation must still end up as a cold
+    ingest of the edited tree leaves it - including the columns hydration fills, which a
+    rewritten node loses, and the edges rust-analyzer gave a node whose text changed (a node
+    whose text and lines did not change keeps them)."""
+    ingest(geo_ws, store)
+    ra = ("fn:app/src/main.rs::report", "fn:geo/src/lib.rs::total", "CALLS")
+    store.run("?[id, ra_signature] <- [['fn:app/src/main.rs::report', 'fn report(..)'], "
+              "['fn:app/src/main.rs::main', 'fn main()']] "
+              ":update isg_nodes {id => ra_signature}")
+    store.run("?[src_id, dst_id, kind, provenance, evidence, weight] <- [['fn:app/src/main.rs::report', "
+              "'fn:geo/src/lib.rs::total', 'CALLS', 'ra', 'app/src/main.rs:5', 1.0]] "
+              ":put isg_edges {src_id, dst_id, kind => provenance, evidence, weight}")
+    main = geo_ws / "app/src/main.rs"
+    main.write_text(edit(main.read_text()))
+    report = ingest(geo_ws, store, paths=["app/src/main.rs"])
+    assert report.files_parsed == 1
+    assert (ra in edges(store)) == report_same
+    store.run("?[src_id, dst_id, kind] <- [[$s, $d, $k]] :rm isg_edges {src_id, dst_id, kind}",
+              {"s": ra[0], "d": ra[1], "k": ra[2]})
+    cold = open_store("mem")
+    try:
+        ingest(geo_ws, cold)
+        got, want = fact_rows(store), fact_rows(cold)
+        for rel in want:
+            assert got[rel] == want[rel], rel
+    finally:
+        cold.close()
