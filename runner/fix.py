@@ -17,6 +17,7 @@ better and what is recorded are the rules under rules/fix/ and the programs unde
 from __future__ import annotations
 
 import difflib
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -447,6 +448,6 @@ def _ensure_graph(pt: Pt, progress: Callable[[str], None]) -> None:
     """The fix flow maps diagnostics to nodes: bring the graph up to date first (cheap when it is)."""
     from .ingest import ingest
 
-    rep = ingest(pt.workspace, pt.store)
+    rep = ingest(pt.workspace, pt.store, progress=sys.stderr.isatty())  # a first run on a big tree takes a while
     if rep.files_parsed:
         progress(f"graph updated: {rep.files_parsed} file{'s' * (rep.files_parsed != 1)} ingested")
