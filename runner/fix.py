@@ -428,6 +428,16 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
     return report
 
 
+def seed_facts(pt: Pt, seed: str, run_id: str) -> int:
+    """Store round 0's facts of SEED's crate exactly as `pt run fix` does, under `run_id`
+    (scripts/fix_facts.py turns them into golden cases). -> the number of errors."""
+    _ensure_graph(pt, lambda s: None)
+    check, _ = check_tree(pt, [_seed_path(pt.workspace, seed)])
+    errors = [d for d in check.diagnostics if d.severity == "error"]
+    _facts(pt, run_id, 0, errors, _Tree(pt.workspace))
+    return len(errors)
+
+
 def _seed_path(ws: Path, seed: str) -> str:
     p = Path(seed)
     p = p if p.is_absolute() else (Path.cwd() / p)

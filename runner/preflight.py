@@ -166,6 +166,17 @@ def _range(start: int, stop: int) -> str:
     return f"{start if not length else start + 1},{length}"
 
 
+def _common_ends(a, b) -> tuple[int, int]:
+    """Lengths of the common prefix and (not overlapping it) common suffix of two sequences."""
+    head = 0
+    while head < min(len(a), len(b)) and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(a), len(b)) - head and a[len(a) - 1 - tail] == b[len(b) - 1 - tail]:
+        tail += 1
+    return head, tail
+
+
 def unified_diff(files) -> str:
     """[(path, old bytes or None, new bytes or None)] -> one unified diff, a/ and b/ prefixes.
 
@@ -178,12 +189,7 @@ def unified_diff(files) -> str:
         b = (new or b"").decode("utf-8", "replace").splitlines(keepends=True)
         if a == b:
             continue
-        head = 0
-        while head < min(len(a), len(b)) and a[head] == b[head]:
-            head += 1
-        tail = 0
-        while tail < min(len(a), len(b)) - head and a[len(a) - 1 - tail] == b[len(b) - 1 - tail]:
-            tail += 1
+        head, tail = _common_ends(a, b)
         sm = difflib.SequenceMatcher(None, a[head:len(a) - tail], b[head:len(b) - tail])
         codes = [(tag, i1 + head, i2 + head, j1 + head, j2 + head) for tag, i1, i2, j1, j2 in sm.get_opcodes()]
         if head:
@@ -461,12 +467,7 @@ def _apply_hunks(rel: str, base: bytes, hunks: list) -> tuple[bytes, list]:
             old_b, new_b = b"".join(rem), b"".join(add)
             start = offsets[line]
             # trim the common prefix and suffix: `x + 1` -> `x + 2` is one byte, inside its fn
-            p = 0
-            while p < min(len(old_b), len(new_b)) and old_b[p] == new_b[p]:
-                p += 1
-            q = 0
-            while q < min(len(old_b), len(new_b)) - p and old_b[len(old_b) - 1 - q] == new_b[len(new_b) - 1 - q]:
-                q += 1
+            p, q = _common_ends(old_b, new_b)
             regions.append(Region(start + p, start + len(old_b) - q, new_len + p, new_len + len(new_b) - q))
             out.append(new_b)
             new_len += len(new_b)

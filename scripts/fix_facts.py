@@ -10,16 +10,12 @@ import sys
 import yaml
 
 from parseltongue.runner.api import Pt
-from parseltongue.runner.fix import _Tree, _ensure_graph, _facts, _seed_path
-from parseltongue.runner.preflight import check_tree
+from parseltongue.runner.fix import seed_facts
 
 
 def main(ws: str, seed: str) -> None:
     with Pt.open(ws) as pt:
-        _ensure_graph(pt, lambda s: None)
-        check, _ = check_tree(pt, [_seed_path(pt.workspace, seed)])
-        errors = [d for d in check.diagnostics if d.severity == "error"]
-        _facts(pt, "g", 0, errors, _Tree(pt.workspace))
+        seed_facts(pt, seed, "g")
         out = {}
         for rel in ("fix_diag", "fix_span", "fix_file"):
             cols = {"fix_diag": "run_id, round, diag, file_path, code, severity, message, start, end, line, col, node_id, text",

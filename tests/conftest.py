@@ -93,7 +93,11 @@ def fix_fixture(tmp_path: Path, fixture: str, seed: str = "src/lib.rs") -> tuple
     return ws, json.loads(proc.stdout)
 
 
+def cargo_check(ws: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["cargo", "check", "--offline", "--quiet"], cwd=ws, capture_output=True, text=True,
+                          timeout=300)
+
+
 def assert_compiles(ws: Path) -> None:
-    check = subprocess.run(["cargo", "check", "--offline", "--quiet"], cwd=ws, capture_output=True, text=True,
-                           timeout=300)
+    check = cargo_check(ws)
     assert check.returncode == 0, check.stderr

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FIXTURES, cargo_check
 from fake_llm import fake_llm  # noqa: F401 - the fixture
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PT = str(Path(sys.executable).with_name("pt"))
 
 pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="needs cargo")
@@ -40,8 +40,7 @@ def _pt(ws: Path, *args: str, env: dict | None = None, timeout: float = 300) -> 
 
 
 def _cargo_ok(ws: Path) -> bool:
-    return subprocess.run(["cargo", "check", "--offline", "-q"], cwd=ws, capture_output=True,
-                          env={**os.environ, "CARGO_TARGET_DIR": str(ws / "target")}).returncode == 0
+    return cargo_check(ws).returncode == 0
 
 
 def test_demo_dry_run_then_apply_then_undo(tmp_path):
