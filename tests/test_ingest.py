@@ -336,3 +336,28 @@ def test_incremental_edit_writes_the_facts_of_a_cold_ingest(geo_ws, store, edit,
             assert got[rel] == want[rel], rel
     finally:
         cold.close()
+
+
+def test_cold_ingest_in_parallel_batches_gives_the_same_graph(geo_ws, store, monkeypatch):
+    """A cold ingest of more files than one resolve batch derives the batches' edges on several
+    threads (ingest.derive_edges) and writes them in waves (ingest.put_edges), hub tables at the
+    end: every relation must equal a small ingest's, which resolves in one writing script."""
+    import parseltongue.runner.ingest as ingest_mod
+
+    one = open_store("mem")
+    try:
+        ingest(geo_ws, one)
+        want = fact_rows(one)
+        want_hubs = one.run("?[i, d, k, n] := *node_hubs{id: i, dir: d, kind: k, n}").rows
+    finally:
+        one.close()
+    monkeypatch.setattr(ingest_mod, "RESOLVE_BATCH_FILES", 1)  # 6 files: bulk, 6 batches, 2 waves
+    calls = []
+    real = ingest_mod._derive_in_parallel
+    monkeypatch.setattr(ingest_mod, "_derive_in_parallel", lambda *a: calls.append(len(a[1])) or real(*a))
+    ingest(geo_ws, store, jobs=2)
+    assert calls == [6]
+    got = fact_rows(store)
+    for rel in want:
+        assert got[rel] == want[rel], rel
+    assert store.run("?[i, d, k, n] := *node_hubs{id: i, dir: d, kind: k, n}").rows == want_hubs

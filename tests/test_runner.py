@@ -163,6 +163,26 @@ def test_store_refuses_writes_in_immutable_mode(tmp_path):
     assert store.run("?[k] := *t{k}").rows == []
 
 
+def test_sqlite_store_uses_a_write_ahead_log(tmp_path):
+    # New and existing (rollback-journal) files alike; a second process can read during a write.
+    import sqlite3
+
+    old = tmp_path / "old.db"
+    con = sqlite3.connect(old)
+    con.execute("PRAGMA journal_mode=DELETE")
+    con.execute("CREATE TABLE x (a)")
+    con.close()
+    for path in (tmp_path / "new.db", old):
+        store = Store("sqlite", path)
+        store.run(":create t {k: String => v: Int}")
+        store.run("?[k, v] <- [['a', 1]] :put t {k => v}")
+        store.close()
+        con = sqlite3.connect(path)
+        assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        con.close()
+        assert Store("sqlite", path).run("?[k, v] := *t{k, v}").rows == [["a", 1]]
+
+
 def test_failed_assert_rolls_back_every_block_on_sqlite(pt, demo_ws):
     with Pt.open(demo_ws) as p:
         snapshot = p.store.run("?[k, v] := *pt_meta{key: k, value: v}").rows
