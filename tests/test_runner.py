@@ -164,23 +164,34 @@ def test_store_refuses_writes_in_immutable_mode(tmp_path):
 
 
 def test_sqlite_store_uses_a_write_ahead_log(tmp_path):
-    # New and existing (rollback-journal) files alike; a second process can read during a write.
+    # A new file is bulk-loaded with the rollback journal by its first process; every later open
+    # (and any existing rollback-journal file, here one made by plain sqlite3) is WAL.
     import sqlite3
+
+    def mode(path):
+        con = sqlite3.connect(path)
+        try:
+            return con.execute("PRAGMA journal_mode").fetchone()[0]
+        finally:
+            con.close()
 
     old = tmp_path / "old.db"
     con = sqlite3.connect(old)
     con.execute("PRAGMA journal_mode=DELETE")
     con.execute("CREATE TABLE x (a)")
     con.close()
-    for path in (tmp_path / "new.db", old):
+    new = tmp_path / "new.db"
+    store = Store("sqlite", new)
+    store.run(":create t {k: String => v: Int}")
+    store.run("?[k, v] <- [['a', 1]] :put t {k => v}")
+    store.close()
+    assert mode(new) == "delete"
+    for path in (new, old):
         store = Store("sqlite", path)
-        store.run(":create t {k: String => v: Int}")
-        store.run("?[k, v] <- [['a', 1]] :put t {k => v}")
+        store.run("?[k, v] <- [['b', 2]] :put t {k => v}" if path == new else ":create t {k: String => v: Int}")
         store.close()
-        con = sqlite3.connect(path)
-        assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        con.close()
-        assert Store("sqlite", path).run("?[k, v] := *t{k, v}").rows == [["a", 1]]
+        assert mode(path) == "wal"
+    assert Store("sqlite", new).run("?[k, v] := *t{k, v}").rows == [["a", 1], ["b", 2]]
 
 
 def test_failed_assert_rolls_back_every_block_on_sqlite(pt, demo_ws):
