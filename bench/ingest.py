@@ -551,8 +551,11 @@ def measure(args) -> dict:
         pt["cold"] = pt_ingest_cli(ws, cold=True)
         pt["cold"]["ratio_to_bare_parse_wall"] = pt["cold"]["wall_s"] / res["bare_parse"]["wall_s"]
         log("store floor (the cold graph's rows bulk-imported into a new store, no rules)")
-        try:
-            pt["floor"] = store_floor(ws)
+        try:  # in a child: the exported rows (GBs) would otherwise count in later children's RSS
+            r = run_measured([sys.executable, str(Path(__file__).resolve()), "--ws", str(ws), "--store-floor"])
+            if r["rc"] != 0:
+                raise RuntimeError(r["stderr"].strip().splitlines()[-1] if r["stderr"].strip() else f"rc {r['rc']}")
+            pt["floor"] = json.loads(r["stdout"])
             pt["floor"]["ratio_to_bare_parse_wall"] = pt["floor"]["wall_s"] / res["bare_parse"]["wall_s"]
         except Exception as e:  # noqa: BLE001
             pt["floor"] = {"error": f"{type(e).__name__}: {e}"}
@@ -696,9 +699,13 @@ def main() -> int:
     ap.add_argument("--pt", type=Path, default=PT_EXE, help=f"pt executable (default {PT_EXE})")
     ap.add_argument("--only-one-file", action="store_true",
                     help="only the one-changed-file latency, on the graph an earlier run left in --ws")
+    ap.add_argument("--store-floor", action="store_true", help=argparse.SUPPRESS)  # the child of measure()
     args = ap.parse_args()
     PT_EXE = args.pt
     args.ws = args.ws.resolve()
+    if args.store_floor:
+        print(json.dumps(store_floor(args.ws)))
+        return 0
     if args.only_one_file:
         if not db_path(args.ws).exists():
             print(f"error: no graph at {db_path(args.ws)}: run without --only-one-file first", file=sys.stderr)

@@ -163,7 +163,8 @@ class Pt:
         if any(r.get("pending") for r in self.run("ingest.text_index_state").dicts()):
             sys.stderr.write("pt: building the full-text index (deferred by the last large ingest)...\n")
             sys.stderr.flush()
-            self.run("ingest.build_text_index")
+            with self.store.bulk():
+                self.run("ingest.build_text_index")
 
     def query(self, program: str, /, **params: Any) -> list[dict]:
         """Rows as dicts; use `run` to pass Jinja vars."""

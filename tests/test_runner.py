@@ -194,6 +194,37 @@ def test_sqlite_store_uses_a_write_ahead_log(tmp_path):
     assert Store("sqlite", new).run("?[k, v] := *t{k, v}").rows == [["a", 1], ["b", 2]]
 
 
+def test_bulk_writes_use_the_rollback_journal_then_wal_again(tmp_path):
+    import sqlite3
+
+    def mode(path):
+        con = sqlite3.connect(path)
+        try:
+            return con.execute("PRAGMA journal_mode").fetchone()[0]
+        finally:
+            con.close()
+
+    path = tmp_path / "g.db"
+    Store("sqlite", path).close()
+    store = Store("sqlite", path)  # second open: WAL
+    store.run(":create t {k: Int}")
+    assert mode(path) == "wal"
+    with store.bulk():
+        assert mode(path) == "delete"
+        store.run("?[k] <- [[1], [2]] :put t {k}")
+    assert mode(path) == "wal"
+    other = sqlite3.connect(path)  # another process's reader: the mode cannot change, writes still work
+    other.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    try:
+        with store.bulk():
+            store.run("?[k] <- [[3]] :put t {k}")
+    finally:
+        other.close()
+    assert store.run("?[k] := *t{k}").rows == [[1], [2], [3]]
+    assert mode(path) == "wal"
+    store.close()
+
+
 def test_failed_assert_rolls_back_every_block_on_sqlite(pt, demo_ws):
     with Pt.open(demo_ws) as p:
         snapshot = p.store.run("?[k, v] := *pt_meta{key: k, value: v}").rows
