@@ -330,3 +330,15 @@ def test_find_workspace_ignores_a_stray_state_dir_above_a_package(tmp_path):
     assert find_workspace(pkg / "src") == tmp_path  # a state dir beside a manifest is a root
     (pkg / ".parseltongue").mkdir()
     assert find_workspace(pkg / "src") == pkg
+
+
+def test_row_params_are_checked_shallowly_and_passed_as_lists():
+    from parseltongue.runner.errors import UsageError
+    from parseltongue.runner.programs import coerce
+
+    rows = [("a", 1, ["x"]), ["b", None, ("y",)]]
+    assert coerce("[[Any]]", rows, False, "p") == [["a", 1, ["x"]], ["b", None, ("y",)]]
+    with pytest.raises(UsageError, match=r"p: expected a list \[Any\], got 'oops'"):
+        coerce("[[Any]]", [["a"], "oops"], False, "p")
+    with pytest.raises(UsageError, match="expected a list"):
+        coerce("[[Any]]", "oops", False, "p")
