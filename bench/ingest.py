@@ -426,22 +426,25 @@ def _report_get(report, key):
     return getattr(report, key, None)
 
 
-def one_file_latency(ws: Path, files: list[str], samples: int, seed: int) -> dict:
-    """Edit a random function body in a random file (a few bytes), then time only the in-process
-    `ingest(ws, store, paths=[rel])` that brings the edit into the graph. Each file is restored
-    (and re-ingested, untimed) before the next sample, so the tree ends as it started."""
+def one_file_latency(ws: Path, files: list[str], samples: int, seed: int, new_line: bool = False) -> dict:
+    """Add a statement to a random function body in a random file, then time only the in-process
+    `ingest(ws, store, paths=[rel])` that brings the edit into the graph. `new_line`: the statement
+    gets a line of its own, as most edits do, so every later line number moves (and the call-site
+    evidence of later items with it); otherwise it joins an existing line and only byte offsets
+    move. Each file is restored (and re-ingested, untimed) before the next sample, so the tree
+    ends as it started."""
     from parseltongue.adapters.store import open_store
     from parseltongue.runner.ingest import ingest
 
     rng = random.Random(seed)
     store = open_store(str(db_path(ws)))
     try:
-        return _latency_samples(ws, store, ingest, files, samples, rng)
+        return _latency_samples(ws, store, ingest, files, samples, rng, new_line)
     finally:
         store.close()
 
 
-def _latency_samples(ws, store, ingest, files, samples, rng) -> dict:
+def _latency_samples(ws, store, ingest, files, samples, rng, new_line=False) -> dict:
     parser = rust_parser()
     times, first_call, not_parsed = [], None, 0
     picked = set()
@@ -458,7 +461,8 @@ def _latency_samples(ws, store, ingest, files, samples, rng) -> dict:
                 break
         picked.add(rel)
         at = rng.choice(bodies)
-        edited = original[:at] + f" let _pt_bench = {i};".encode() + original[at:]
+        stmt = f"\n    let _pt_bench = {i};" if new_line else f" let _pt_bench = {i};"
+        edited = original[:at] + stmt.encode() + original[at:]
         path = ws / rel
         try:
             path.write_bytes(edited)
@@ -576,7 +580,9 @@ def measure(args) -> dict:
         pt["counts"] = {"error": f"{type(e).__name__}: {e}"}
     try:
         log(f"one changed file, {args.samples} samples (+1 warm-up)")
-        pt["one_file"] = one_file_latency(ws, files, args.samples, args.seed)
+        pt["one_file"] = one_file_latency(ws, files, args.samples, args.seed, new_line=True)
+        log(f"one changed file, same line, {args.samples} samples (+1 warm-up)")
+        pt["one_file_same_line"] = one_file_latency(ws, files, args.samples, args.seed)
     except Exception as e:  # noqa: BLE001
         pt["one_file"] = {"error": f"{type(e).__name__}: {e}"}
     return res
@@ -671,12 +677,16 @@ def render(res: dict) -> str:
     else:
         out.append("  nodes/edges by kind:")
         out.extend(_fmt_counts(counts))
-    one = pt.get("one_file", {})
-    if "error" in one:
-        out.append(f"  one changed file: n/a ({one['error']})")
-    else:
+    for key, what in (("one_file", "one changed file -> graph (statement added on a line of its own)"),
+                      ("one_file_same_line", "one changed file -> graph (statement added to an existing line)")):
+        one = pt.get(key, {})
+        if not one:
+            continue
+        if "error" in one:
+            out.append(f"  {what}: n/a ({one['error']})")
+            continue
         ok = "meets" if one["p95_ms"] < TARGET_ONE_FILE_P95_MS else "MISSES"
-        out.append(f"  one changed file -> graph (in-process, N={one['samples']}): p50 "
+        out.append(f"  {what}, in-process, N={one['samples']}: p50 "
                    f"{one['p50_ms']:.1f} ms, p95 {one['p95_ms']:.1f} ms, max {one['max_ms']:.1f} ms "
                    f"(target p95 < {TARGET_ONE_FILE_P95_MS:g} ms: {ok}); first call "
                    f"{one['first_call_ms']:.1f} ms")
@@ -699,6 +709,8 @@ def main() -> int:
     ap.add_argument("--pt", type=Path, default=PT_EXE, help=f"pt executable (default {PT_EXE})")
     ap.add_argument("--only-one-file", action="store_true",
                     help="only the one-changed-file latency, on the graph an earlier run left in --ws")
+    ap.add_argument("--same-line", action="store_true",
+                    help="with --only-one-file: add the statement to an existing line (no line number moves)")
     ap.add_argument("--store-floor", action="store_true", help=argparse.SUPPRESS)  # the child of measure()
     args = ap.parse_args()
     PT_EXE = args.pt
@@ -710,7 +722,7 @@ def main() -> int:
         if not db_path(args.ws).exists():
             print(f"error: no graph at {db_path(args.ws)}: run without --only-one-file first", file=sys.stderr)
             return 1
-        one = one_file_latency(args.ws, list_rs_files(args.ws), args.samples, args.seed)
+        one = one_file_latency(args.ws, list_rs_files(args.ws), args.samples, args.seed, not args.same_line)
         load = os.getloadavg()
         one["loadavg"] = [round(x, 2) for x in load]
         if args.json:

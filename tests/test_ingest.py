@@ -306,6 +306,12 @@ def fact_rows(store):
     # a call added and a `use` dropped (every line moves)
     (lambda t: t.replace("use geo::shapes::Square as Sq;\n", "")
                 .replace("Sq::new(1.0), Sq::new(2.0)", "geo::shapes::Square::new(1.0)"), False),
+    # a line added above main: main's text is the same, its call edges keep their targets and
+    # their file:line evidence moves one line down (shifted, not re-derived)
+    (lambda t: t.replace("fn main() {", "// the entry point\nfn main() {"), True),
+    # a line added above report, which has a rust-analyzer edge: that edge goes with its old
+    # lines and report is re-resolved; round2 and main only move
+    (lambda t: t.replace("fn report(", "// formatting\nfn report("), False),
 ])
 def test_incremental_edit_writes_the_facts_of_a_cold_ingest(geo_ws, store, edit, report_same):
     """ingest.replace_files and ingest.resolve_edges write an edit as a difference (rows already
