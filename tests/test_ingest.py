@@ -367,3 +367,25 @@ def test_cold_ingest_in_parallel_batches_gives_the_same_graph(geo_ws, store, mon
     for rel in want:
         assert got[rel] == want[rel], rel
     assert store.run("?[i, d, k, n] := *node_hubs{id: i, dir: d, kind: k, n}").rows == want_hubs
+
+
+def test_a_fwd_hub_loses_its_mark_when_its_calls_drop(geo_ws, store):
+    """node_hubs for out-degrees is recounted for the re-derived nodes: a fn that called 70
+    distinct fns is a fwd CALLS hub (more than 64); after an edit leaves it 3 calls the mark is
+    gone, as a cold ingest of the edited tree has it."""
+    lib = geo_ws / "geo/src/lib.rs"
+    helpers = "".join(f"pub fn helper_{i}() {{}}\n" for i in range(70))
+    calls = "".join(f"    helper_{i}();\n" for i in range(70))
+    lib.write_text(lib.read_text() + helpers + "pub fn fan_out() {\n" + calls + "}\n")
+    ingest(geo_ws, store)
+    hubs = "?[i, d, k, n] := *node_hubs{id: i, dir: d, kind: k, n}"
+    assert ["fn:geo/src/lib.rs::fan_out", "fwd", "CALLS", 70] in store.run(hubs).rows
+    lib.write_text(lib.read_text().replace(calls, "".join(f"    helper_{i}();\n" for i in range(3))))
+    ingest(geo_ws, store, paths=["geo/src/lib.rs"])
+    cold = open_store("mem")
+    try:
+        ingest(geo_ws, cold)
+        assert store.run(hubs).rows == cold.run(hubs).rows
+        assert not [r for r in store.run(hubs).rows if r[0] == "fn:geo/src/lib.rs::fan_out"]
+    finally:
+        cold.close()
