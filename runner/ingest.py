@@ -32,6 +32,7 @@ WRITE_BATCH_FILES = 300  # files per replace transaction (SQLite pays ~30 ms per
 RESOLVE_BATCH_FILES = 200  # files per edge-resolution run (cost is linear in the batch; this bounds memory)
 PARALLEL_MIN_FILES = 24  # below this a process pool costs more than it saves
 TEXT_DEFER_MIN_FILES = 1000  # from this many files on, the full-text index waits for its first reader
+DERIVE_WAVE_PER_JOB = 4  # cold ingest: resolve batches derived per thread between two writes of their edges
 
 
 @dataclass
@@ -386,12 +387,13 @@ def _derive_in_parallel(pt: Pt, batches: list[list[str]], jobs: int, step) -> No
     """A cold ingest's edges: `ingest.derive_edges` is read-only, so batches are derived on all
     cores at once (Cozo runs a script without holding the GIL; reading scripts share the store).
     A writing script waits until no script reads, so the rows are written by `ingest.put_edges`
-    between waves of derivations, not during them; a wave of 2 batches per core bounds the rows
-    held. Every batch reads only nodes and raw facts, written before, never another's edges."""
+    between waves of derivations, not during them; a wave of DERIVE_WAVE_PER_JOB batches per
+    thread bounds the rows held. Every batch reads only nodes and raw facts, written before, never another's edges."""
     jobs = max(1, jobs)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for i in range(0, len(batches), 2 * jobs):
-            wave = batches[i:i + 2 * jobs]
+        step_ = DERIVE_WAVE_PER_JOB * jobs
+        for i in range(0, len(batches), step_):
+            wave = batches[i:i + step_]
             results = list(pool.map(lambda b: pt.run("ingest.derive_edges", {"files": b}).rows, wave))
             for batch, rows in zip(wave, results):
                 if rows:

@@ -357,7 +357,8 @@ def test_cold_ingest_in_parallel_batches_gives_the_same_graph(geo_ws, store, mon
         want_hubs = one.run("?[i, d, k, n] := *node_hubs{id: i, dir: d, kind: k, n}").rows
     finally:
         one.close()
-    monkeypatch.setattr(ingest_mod, "RESOLVE_BATCH_FILES", 1)  # 6 files: bulk, 6 batches, 2 waves
+    monkeypatch.setattr(ingest_mod, "RESOLVE_BATCH_FILES", 1)  # 6 files: bulk, 6 batches,
+    monkeypatch.setattr(ingest_mod, "DERIVE_WAVE_PER_JOB", 1)  # 3 waves of 2 on 2 threads
     calls = []
     real = ingest_mod._derive_in_parallel
     monkeypatch.setattr(ingest_mod, "_derive_in_parallel", lambda *a: calls.append(len(a[1])) or real(*a))
