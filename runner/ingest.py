@@ -391,9 +391,9 @@ def _derive_in_parallel(pt: Pt, batches: list[list[str]], jobs: int, step) -> No
     thread bounds the rows held. Every batch reads only nodes and raw facts, written before, never another's edges."""
     jobs = max(1, jobs)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        step_ = DERIVE_WAVE_PER_JOB * jobs
-        for i in range(0, len(batches), step_):
-            wave = batches[i:i + step_]
+        per_wave = DERIVE_WAVE_PER_JOB * jobs
+        for i in range(0, len(batches), per_wave):
+            wave = batches[i:i + per_wave]
             results = list(pool.map(lambda b: pt.run("ingest.derive_edges", {"files": b}).rows, wave))
             for batch, rows in zip(wave, results):
                 if rows:
