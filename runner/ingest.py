@@ -10,11 +10,11 @@ thinking (module paths, per-file replace, edge resolution, confidence, staleness
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
 import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -209,6 +209,134 @@ def _progress(enabled: bool, total: int, label: str):
     return step, close
 
 
+class _Update:
+    """One ingest's writes: batches of parsed files, then the edges out of what changed.
+
+    Writes wait in `pending` and run as one script (one transaction, one commit): the last
+    batch's facts, touched files and - for a small update - its edges go in together."""
+
+    def __init__(self, pt: Pt, ws: Path, report: IngestReport, timings: dict, *, cold: bool,
+                 stored: dict[str, str], defer_text: bool, jobs: int, progress: bool) -> None:
+        self.pt, self.ws, self.report, self.timings = pt, ws, report, timings
+        self.cold, self.stored, self.defer_text, self.jobs, self.progress = cold, stored, defer_text, jobs, progress
+        self.text_deferred = False
+        self.pending: list[Step] = []
+        self.affected: set[str] = set()  # files elsewhere whose edges depend on names that changed
+        self.partial: dict[str, set] = {}  # file -> ids of its changed nodes (or '*': all of it)
+
+    def flush(self) -> None:
+        if self.pending:
+            _run_together(self.pt, self.pending)
+            self.pending.clear()
+
+    def remove(self, deleted: list[str]) -> None:
+        """Deleted files' facts go; the files that referred to their names are re-resolved."""
+        if not deleted:
+            return
+        self.affected.update(r["file_path"] for r in self.pt.query("ingest.affected_files", files=deleted,
+                                                                   new_names=[]))
+        self.pending.append(("ingest.replace_files", {"files": deleted}, {}))
+        self.pending.append(("retrieval.index_text", {"files": deleted}, {}))
+        self.flush()
+
+    def write(self, rows: _Rows, now: bool = True) -> None:
+        """Queue a batch's writes; `now` runs them (with whatever was queued) right away."""
+        pt = self.pt
+        fresh = self.cold or not any(f in self.stored for f in rows.files)
+        if not self.cold:
+            new_names = sorted({n[3] for n in rows.p["nodes"] if n[3]})
+            self.affected.update(r["file_path"] for r in pt.query("ingest.affected_files", files=rows.files,
+                                                                  new_names=new_names))
+        if not fresh:
+            for r in pt.query("ingest.changed_nodes", files=rows.files,
+                              nodes=[[n[1], n[0], n[20], n[17], n[3]] for n in rows.p["nodes"]]):
+                self.partial.setdefault(r["file_path"], set()).add(r["id"])
+        self.pending.append(("ingest.replace_files", rows.params(), {"fresh": fresh}))
+        if self.defer_text:
+            if not self.text_deferred:
+                self.pending.append(("ingest.defer_text_index", {}, {}))
+                self.text_deferred = True
+        else:  # the full-text side relation behind `pt query search` (only nodes whose hash changed)
+            self.pending.append(("retrieval.index_text", {"files": rows.files}, {}))
+        if now:
+            self.flush()
+
+    def parse_and_write(self, candidates: list[str], fc: dict[str, list]) -> list[str]:
+        """Parse candidates (hashing tells a touched file from a changed one) and write them in
+        batches as the parses come in, so writing overlaps parsing. Returns the changed files."""
+        t = time.perf_counter()
+        now = time.time()
+        changed, touched, rows, write_s = [], [], _Rows(), 0.0
+        step, close = _progress(self.progress, len(candidates), "pt ingest: parsing")
+        for rel, facts, digest, err, size, mtime in _parse_iter(self.ws, candidates, self.jobs):
+            step(1)
+            if err:
+                self.report.files_skipped.append([rel, err])
+            if self.stored.get(rel) == digest and not err:
+                touched.append([rel, digest, size, mtime, facts.parse_error_count if facts else 0, now])
+                continue
+            changed.append(rel)
+            self.report.parse_errors += facts.parse_error_count if facts else 0
+            rows.add(rel, facts, digest, size, mtime, fc[rel], now)
+            if len(rows.files) >= WRITE_BATCH_FILES:
+                tw = time.perf_counter()
+                self.write(rows)
+                write_s += time.perf_counter() - tw
+                rows = _Rows()
+        tw = time.perf_counter()
+        if rows.files:
+            self.write(rows, now=False)
+        if touched:
+            self.pending.append(("ingest.touch_files", {"rows": touched}, {}))
+        write_s += time.perf_counter() - tw
+        close()
+        self.timings["parse_write_s"] = time.perf_counter() - t
+        self.timings["write_s"] = write_s
+        return changed
+
+    def resolve(self, changed: list[str], deleted: list[str]) -> None:
+        """Edges: out of every changed file, and out of the files that referred to changed names.
+        A re-ingested file whose names did not change re-derives only its changed nodes' edges."""
+        pt, partial, affected = self.pt, self.partial, self.affected
+        t = time.perf_counter()
+        to_resolve = sorted(set(changed) | affected - set(deleted))
+        some = sorted(f for f in to_resolve if f in partial and "*" not in partial[f] and f not in affected)
+        whole = [f for f in to_resolve if f not in set(some)]
+        bulk = len(to_resolve) > RESOLVE_BATCH_FILES  # hubs recounted once at the end, not per batch
+        if bulk:  # the last batch's facts go first, on their own
+            tw = time.perf_counter()
+            self.flush()
+            self.timings["write_s"] += time.perf_counter() - tw
+        step, close = _progress(self.progress and bulk, len(to_resolve), "pt ingest: resolving")
+        for i in range(0, len(some), RESOLVE_BATCH_FILES):
+            batch = some[i:i + RESOLVE_BATCH_FILES]
+            nodes = sorted({n for f in batch for n in partial[f]})
+            if nodes:
+                self.pending.append(("ingest.resolve_edges", {"files": batch, "nodes": nodes},
+                                     {"node_hubs": not bulk}))
+                if bulk:
+                    self.flush()
+            step(len(batch))
+        batches = [whole[i:i + RESOLVE_BATCH_FILES] for i in range(0, len(whole), RESOLVE_BATCH_FILES)]
+        if self.cold and bulk:
+            _derive_in_parallel(pt, batches, self.jobs, step)
+        else:
+            for batch in batches:
+                self.pending.append(("ingest.resolve_edges", {"files": batch},
+                                     {"node_hubs": not bulk, "fresh": self.cold}))
+                if bulk:
+                    self.flush()
+                step(len(batch))
+        self.flush()  # a small update: its facts, text rows and edges in one transaction
+        close()
+        self.report.files_resolved = len(to_resolve)
+        self.timings["resolve_s"] = time.perf_counter() - t
+        if bulk:
+            t = time.perf_counter()
+            pt.run("ingest.node_hubs")
+            self.timings["hubs_s"] = time.perf_counter() - t
+
+
 def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | None = None,
            use_cargo: bool = True, progress: bool = False, jobs: int | None = None,
            layout: cargo.Layout | None = None) -> IngestReport:
@@ -260,120 +388,17 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
     # A large ingest leaves the full-text index to its first reader (runner/api.py): its FTS
     # postings cost about as much as the rest of the ingest put together.
     defer_text = len(candidates) >= TEXT_DEFER_MIN_FILES or _text_pending(pt)
-    text = {"deferred": False}
+    run = _Update(pt, ws, report, timings, cold=cold, stored=stored, defer_text=defer_text,
+                  jobs=jobs or os.cpu_count() or 1, progress=progress)
     # A large ingest writes with the rollback journal: WAL would write every page twice.
     with store.bulk() if len(candidates) > RESOLVE_BATCH_FILES else nullcontext():
-
-        def write(rows: _Rows, now_: bool = True) -> None:
-            """Queue a batch's writes; `now_` runs them (with whatever was queued) right away."""
-            fresh = cold or not any(f in stored for f in rows.files)
-            if not cold:  # files elsewhere whose edges depend on names these files add or remove
-                new_names = sorted({n[3] for n in rows.p["nodes"] if n[3]})
-                affected.update(r["file_path"] for r in pt.query("ingest.affected_files", files=rows.files,
-                                                                  new_names=new_names))
-            if not fresh:  # in these files, the nodes whose edges must be re-derived ('*': all of the file)
-                for r in pt.query("ingest.changed_nodes", files=rows.files,
-                                  nodes=[[n[1], n[0], n[20], n[17], n[3]] for n in rows.p["nodes"]]):
-                    partial.setdefault(r["file_path"], set()).add(r["id"])
-            pending.append(("ingest.replace_files", rows.params(), {"fresh": fresh}))
-            if defer_text:
-                if not text["deferred"]:
-                    pending.append(("ingest.defer_text_index", {}, {}))
-                    text["deferred"] = True
-            else:  # the full-text side relation behind `pt query search` (only nodes whose hash changed)
-                pending.append(("retrieval.index_text", {"files": rows.files}, {}))
-            if now_:
-                flush()
-
-        # Writes wait in `pending` and run as one script (one transaction, one commit): the last
-        # batch's facts, touched files and - for a small update - its edges go in together.
-        pending: list[Step] = []
-
-        def flush() -> None:
-            if pending:
-                _run_together(pt, pending)
-                pending.clear()
-
-        # Parse candidates (hashing tells a touched file from a changed one) and write them in
-        # batches as the parses come in, so writing overlaps parsing.
-        t = time.perf_counter()
-        affected: set[str] = set()
-        partial: dict[str, set] = {}  # file -> ids of its changed nodes (or '*')
-        if deleted:  # their names go: files that referred to them are re-resolved
-            affected.update(r["file_path"] for r in pt.query("ingest.affected_files", files=deleted, new_names=[]))
-            pending.append(("ingest.replace_files", {"files": deleted}, {}))
-            pending.append(("retrieval.index_text", {"files": deleted}, {}))
-            flush()
-        fc = file_crate_rows(layout, candidates)
-        now = time.time()
-        changed, touched, rows, write_s = [], [], _Rows(), 0.0
-        step, close = _progress(progress, len(candidates), "pt ingest: parsing")
-        for rel, facts, digest, err, size, mtime in _parse_iter(ws, candidates, jobs or os.cpu_count() or 1):
-            step(1)
-            if err:
-                report.files_skipped.append([rel, err])
-            if stored.get(rel) == digest and not err:
-                touched.append([rel, digest, size, mtime, facts.parse_error_count if facts else 0, now])
-                continue
-            changed.append(rel)
-            report.parse_errors += facts.parse_error_count if facts else 0
-            rows.add(rel, facts, digest, size, mtime, fc[rel], now)
-            if len(rows.files) >= WRITE_BATCH_FILES:
-                tw = time.perf_counter()
-                write(rows)
-                write_s += time.perf_counter() - tw
-                rows = _Rows()
-        tw = time.perf_counter()
-        if rows.files:
-            write(rows, now_=False)
-        if touched:
-            pending.append(("ingest.touch_files", {"rows": touched}, {}))
-        write_s += time.perf_counter() - tw
-        close()
-        timings["parse_write_s"] = time.perf_counter() - t
-        timings["write_s"] = write_s
+        run.remove(deleted)
+        changed = run.parse_and_write(candidates, file_crate_rows(layout, candidates))
         report.files_unchanged = len(current) - len(changed)
         report.files_parsed = len(changed)
         report.files_removed = len(deleted)
-        report.text_index = "deferred" if (text["deferred"] or (defer_text and _text_pending(pt))) else "updated"
-
-        # Edges: out of every changed file, and out of the files that referred to changed names.
-        t = time.perf_counter()
-        to_resolve = sorted(set(changed) | affected - set(deleted))
-        # A re-ingested file whose names did not change re-derives only its changed nodes' edges.
-        some = sorted(f for f in to_resolve if f in partial and "*" not in partial[f] and f not in affected)
-        whole = [f for f in to_resolve if f not in set(some)]
-        bulk = len(to_resolve) > RESOLVE_BATCH_FILES  # hubs recounted once at the end, not per batch
-        if bulk:  # the last batch's facts go first, on their own
-            tw = time.perf_counter()
-            flush()
-            timings["write_s"] += time.perf_counter() - tw
-        step, close = _progress(progress and bulk, len(to_resolve), "pt ingest: resolving")
-        for i in range(0, len(some), RESOLVE_BATCH_FILES):
-            batch = some[i:i + RESOLVE_BATCH_FILES]
-            nodes = sorted({n for f in batch for n in partial[f]})
-            if nodes:
-                pending.append(("ingest.resolve_edges", {"files": batch, "nodes": nodes}, {"node_hubs": not bulk}))
-                if bulk:
-                    flush()
-            step(len(batch))
-        batches = [whole[i:i + RESOLVE_BATCH_FILES] for i in range(0, len(whole), RESOLVE_BATCH_FILES)]
-        if cold and bulk:
-            _derive_in_parallel(pt, batches, jobs or os.cpu_count() or 1, step)
-        else:
-            for batch in batches:
-                pending.append(("ingest.resolve_edges", {"files": batch}, {"node_hubs": not bulk, "fresh": cold}))
-                if bulk:
-                    flush()
-                step(len(batch))
-        flush()  # a small update: its facts, text rows and edges in one transaction
-        close()
-        report.files_resolved = len(to_resolve)
-        timings["resolve_s"] = time.perf_counter() - t
-        if bulk:
-            t = time.perf_counter()
-            pt.run("ingest.node_hubs")
-            timings["hubs_s"] = time.perf_counter() - t
+        report.text_index = "deferred" if (run.text_deferred or (defer_text and _text_pending(pt))) else "updated"
+        run.resolve(changed, deleted)
 
     if paths is None:  # counting reads two indexes; a few-file update skips it to stay fast
         size = {r["what"]: r["n"] for r in pt.query("ingest.graph_size")}
