@@ -155,7 +155,10 @@ def _set_journal_reopened(store: Store, mode: str) -> bool:
     try:
         return _set_journal(store.path, mode)
     finally:
-        store._db = Client(store.engine, store.path, dataframe=False)
+        try:
+            store._db = Client(store.engine, store.path, dataframe=False)
+        except BaseException as exc:  # noqa: BLE001 - see _error_from
+            raise StoreError(f"cannot reopen sqlite database {store.path}: {_error_from(exc).message}") from None
 
 
 def _set_journal(path: str, mode: str) -> bool:
