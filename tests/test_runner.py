@@ -1,6 +1,8 @@
 """The rule runner and CLI contract of issue 2: discovery, params, vars, gates, errors, exit codes."""
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from parseltongue.adapters.store import Store, StoreError
@@ -163,18 +165,18 @@ def test_store_refuses_writes_in_immutable_mode(tmp_path):
     assert store.run("?[k] := *t{k}").rows == []
 
 
+def mode(path):
+    """The journal mode sqlite reads from the file's header."""
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        con.close()
+
+
 def test_sqlite_store_uses_a_write_ahead_log(tmp_path):
     # A new file is bulk-loaded with the rollback journal by its first process; every later open
     # (and any existing rollback-journal file, here one made by plain sqlite3) is WAL.
-    import sqlite3
-
-    def mode(path):
-        con = sqlite3.connect(path)
-        try:
-            return con.execute("PRAGMA journal_mode").fetchone()[0]
-        finally:
-            con.close()
-
     old = tmp_path / "old.db"
     con = sqlite3.connect(old)
     con.execute("PRAGMA journal_mode=DELETE")
@@ -195,15 +197,6 @@ def test_sqlite_store_uses_a_write_ahead_log(tmp_path):
 
 
 def test_bulk_writes_use_the_rollback_journal_then_wal_again(tmp_path):
-    import sqlite3
-
-    def mode(path):
-        con = sqlite3.connect(path)
-        try:
-            return con.execute("PRAGMA journal_mode").fetchone()[0]
-        finally:
-            con.close()
-
     path = tmp_path / "g.db"
     Store("sqlite", path).close()
     store = Store("sqlite", path)  # second open: WAL
