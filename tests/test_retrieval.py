@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -243,22 +242,9 @@ def test_bad_direction_is_refused(pt, geo_ws):
 
 # ------------------------------------------------------------------ docs
 
-def test_readme_documents_every_retrieval_program():
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Retrieval"):]
-    section = section[:section.index("\n## ", 4)] if "\n## " in section[4:] else section
+def test_docs_document_every_retrieval_program():
+    section = (REPO / "docs" / "retrieval.md").read_text(encoding="utf-8")
     programs = sorted(pid for pid in Registry(None).all() if pid.startswith("retrieval."))
     missing = [p for p in programs if f"`{p.split('.', 1)[1]}`" not in section]
-    assert not missing, f"README Retrieval section does not document: {missing}"
+    assert not missing, f"docs/retrieval.md does not document: {missing}"
 
-
-def test_two_hop_latency_smoke():
-    """Not the benchmark (bench/ numbers are): a guard that a capped hub query stays fast."""
-    with Pt(Path("."), open_store("mem")) as pt:
-        pt.migrate()
-        star(pt, 5000)
-        pt.query("retrieval.two_hop", seeds=["fn:a.rs::leaf"])
-        t = time.perf_counter()
-        for _ in range(5):
-            pt.query("retrieval.two_hop", seeds=["fn:a.rs::leaf"])
-        assert (time.perf_counter() - t) / 5 < 1.0
