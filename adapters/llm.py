@@ -68,16 +68,11 @@ class LlmProposal:
 # ------------------------------------------------------------------ configuration
 
 def _local_default_model(env: Mapping[str, str]) -> str:
-    """The GGUF that `pt models ensure` recorded (adapters/embeddings.py manifest), or ''."""
-    from . import embeddings as E
+    """The GGUF of the default model in the registry (adapters/models.py), or ''."""
+    from . import models as M
 
-    base = env.get("PT_MODEL_DIR")
-    manifest = (Path(base) if base else E.model_dir()) / "manifest.json"
-    try:
-        rec = json.loads(manifest.read_text(encoding="utf-8")).get(E.DEFAULT_MODEL) or {}
-    except (OSError, ValueError, AttributeError):
-        return ""
-    return str(rec.get("path", "")) if isinstance(rec, dict) else ""
+    rec = M.read_registry(env).get(M.DEFAULT_MODEL)
+    return rec.path if rec else ""
 
 
 def config_from_env(env: Mapping[str, str] = os.environ, provider: str | None = None,
@@ -212,20 +207,14 @@ def _ask_local(config: LlmConfig, system: str, user: str) -> tuple[str, int, int
         raise LlmError("the local LLM needs llama-cpp-python (pip install 'parseltongue[local]')") from None
     if not config.model or not Path(config.model).is_file():
         raise LlmError(f"no local model file {config.model!r} (set PT_LLM_GGUF, or run `pt models ensure`)")
-    from .embeddings import _quiet_stderr  # llama.cpp logs to fd 2 even with verbose=False
+    from .models import ModelUnavailable, load_llama, quiet_stderr
 
     llm = _LOCAL_MODELS.get(config.model)
     if llm is None:
         try:
-            with _quiet_stderr():
-                llm = llama_cpp.Llama(model_path=config.model, n_ctx=LOCAL_CONTEXT_TOKENS, verbose=False)
-        except (ValueError, RuntimeError, OSError) as exc:
+            llm = load_llama(config.model, n_ctx=LOCAL_CONTEXT_TOKENS)
+        except ModelUnavailable as exc:
             raise LlmError(f"cannot load {config.model}: {_one_line(exc)}") from None
-        # A GGUF without a chat template gets llama.cpp's llama-2 fallback, which garbles Gemma's
-        # turns (the packaged Gemma 3 270M has none); Gemma's own format is built in.
-        meta = getattr(llm, "metadata", {}) or {}
-        if "tokenizer.chat_template" not in meta and meta.get("general.architecture", "").startswith("gemma"):
-            llm.chat_format = "gemma"
         _LOCAL_MODELS[config.model] = llm
     deadline, late = time.monotonic() + config.timeout_s, []
     eos = llm.token_eos()
@@ -241,7 +230,7 @@ def _ask_local(config: LlmConfig, system: str, user: str) -> tuple[str, int, int
         return logits
 
     try:
-        with _quiet_stderr():
+        with quiet_stderr():
             # Some chat templates (Gemma's) have no system role: send one user turn.
             out = llm.create_chat_completion(messages=[{"role": "user", "content": f"{system}\n\n{user}"}],
                                              max_tokens=config.max_tokens, temperature=0.0,

@@ -1,8 +1,9 @@
-"""`pt models ...`: obtain, check and use the local embedding model (llama.cpp, extra `local`).
+"""`pt models ...`: the model registry (adapters/models.py) and the local embedding model (extra `local`).
 
-    pt models ensure [--path FILE.gguf] [--sha256 HEX] [--model-id ID]   obtain + checksum + fingerprint
-    pt models verify [--model-id ID]                                     deterministic check (exit 1 on failure)
-    pt models embed  [--model-id ID] [--batch N]                         vectors for changed nodes
+    pt models ensure [NAME] [--path FILE.gguf] [--sha256 HEX]   obtain + checksum + register (+ fingerprint)
+    pt models verify [NAME] [--lines N]                          deterministic check (exit 1 on failure)
+    pt models ls                                                 registered and known models
+    pt models embed  [--model-id ID] [--batch N]                 vectors for changed nodes
 
 Registered in runner/cli.py with `cli.add_command(models)`. Without llama-cpp-python (or without a
 model) these commands fail with a one-line reason and exit 2; nothing else in pt needs them.
@@ -14,58 +15,92 @@ import sys
 import click
 
 from ..adapters import embeddings as E
+from ..adapters import models as M
 from .errors import GateFailed, UsageError
 from .output import echo_err, emit
 
 
-def _unavailable(exc: E.EncoderUnavailable) -> UsageError:
-    return UsageError(str(exc))
-
-
 @click.group()
 def models() -> None:
-    """Local embedding model: obtain it, check it, compute node vectors."""
+    """Local models: obtain, check and list them (the registry); compute node vectors."""
 
 
 @models.command("ensure")
-@click.option("--path", "path", metavar="FILE", help="A GGUF file to use instead of the packaged Gemma 3 270M.")
+@click.argument("name", required=False)
+@click.option("--path", "path", metavar="FILE", help="A GGUF file to register instead of a packaged model.")
 @click.option("--sha256", metavar="HEX",
-              help="Expected sha256 of the file (to trust a --path; the package's own is always checked).")
-@click.option("--model-id", metavar="ID",
-              help=f"Name to record it under (default {E.DEFAULT_MODEL} for the package, the file stem for --path).")
+              help="Expected sha256 of the file (to trust a --path; a package's own is always checked).")
+@click.option("--model-id", metavar="ID", hidden=True, help="Old spelling of NAME.")
+@click.option("--no-install", is_flag=True, help="Do not pip-install a missing model package.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
-def ensure_cmd(path: str | None, sha256: str | None, model_id: str | None, as_json: bool) -> None:
-    """Obtain the model (assembled from the installed package, or a file), check its sha256,
-    load it once and record a fingerprint for `pt models verify`."""
+def ensure_cmd(name: str | None, path: str | None, sha256: str | None, model_id: str | None, no_install: bool,
+               as_json: bool) -> None:
+    """Obtain model NAME (default gemma3-270m-q4_k_m) from its package - installed with your pip when
+    missing - or a --path file, check its sha256 and register it; with llama-cpp-python installed,
+    load it once and record the fingerprint `pt models verify` compares against."""
+    name = name or model_id
     try:
-        rec = E.ensure_model(path, sha256, model_id)
-    except E.EncoderUnavailable as exc:
-        raise _unavailable(exc) from None
+        rec = M.ensure(name, path, sha256, install=not no_install)
+        if _have_llama():
+            rec = E.fingerprint_model(rec)
+    except M.ModelUnavailable as exc:
+        raise UsageError(str(exc)) from None
     doc = {"model": rec.model_id, "path": rec.path, "sha256": rec.sha256, "dim": rec.dim, "source": rec.source,
-           "manifest": str(E.model_dir() / "manifest.json")}
+           "manifest": str(M.manifest_path())}
     if as_json:
         emit(doc, True)
     else:
-        click.echo(f"{rec.model_id}: {rec.path} (sha256 {rec.sha256[:16]}..., {rec.dim} dimensions, from {rec.source})")
+        click.echo(f"{rec.model_id}: {rec.path} (sha256 {rec.sha256[:16]}..., from {rec.source})")
+
+
+def _have_llama() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
 
 
 @models.command("verify")
-@click.option("--model-id", metavar="ID", default=E.DEFAULT_MODEL, show_default=True)
+@click.argument("name", required=False)
+@click.option("--model-id", metavar="ID", hidden=True, help="Old spelling of NAME.")
+@click.option("--lines", type=click.IntRange(1, 200), default=M.VERIFY_LINES, show_default=True,
+              help="Lines the deterministic prompt must return.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
-def verify_cmd(model_id: str, as_json: bool) -> None:
-    """Same file (sha256), same dimension, unit vectors, identical vectors twice in a row, and the
-    fingerprint recorded by `ensure`. Exit 1 when a check fails."""
+def verify_cmd(name: str | None, model_id: str | None, lines: int, as_json: bool) -> None:
+    """Same file (sha256), fits in memory, the fixed prompt returns exactly --lines lines, the same
+    twice and the same as at the first verify; as an encoder, the same vectors as at ensure time.
+    Exit 1 when a check fails."""
+    name = name or model_id or M.DEFAULT_MODEL
     try:
-        doc = E.verify_model(model_id)
-    except E.EncoderUnavailable as exc:
-        raise _unavailable(exc) from None
+        doc = M.verify(name, lines)
+        if doc["ok"] and M.get(name).fingerprint:
+            emb = E.verify_model(name)
+            doc["checks"] += [dict(c, check=f"embed_{c['check']}") for c in emb["checks"][1:]]
+            doc["ok"] = doc["ok"] and emb["ok"]
+    except M.ModelUnavailable as exc:
+        raise UsageError(str(exc)) from None
     if as_json:
         emit(doc, True)
     else:
         for c in doc["checks"]:
-            click.echo(f"[{'ok ' if c['ok'] else 'ERR'}] {c['check']:<12} {c['detail']}")
+            click.echo(f"[{'ok ' if c['ok'] else 'ERR'}] {c['check']:<16} {c['detail']}")
+        for ln in doc["lines"]:
+            click.echo(f"    {ln}")
     if not doc["ok"]:
-        raise GateFailed(f"model {model_id} failed verification")
+        raise GateFailed(f"model {name} failed verification")
+
+
+@models.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+def ls_cmd(as_json: bool) -> None:
+    """Registered models (and known ones not ensured yet), with where they live."""
+    rows = M.ls()
+    if as_json:
+        emit({"registry": str(M.registry_dir()), "models": rows}, True)
+        return
+    click.echo(f"registry: {M.registry_dir()}")
+    for r in rows:
+        state = "ready" if r["present"] else ("missing file" if r["ensured"] else "not ensured")
+        click.echo(f"{r['model']:<24} {state:<12} {r['size_mb']:>7} MB  {r['path'] or r['source']}")
 
 
 @models.command("embed")
@@ -77,8 +112,8 @@ def embed_cmd(ctx: click.Context, model_id: str, batch: int, as_json: bool) -> N
     """Compute vectors for the leaf nodes whose text changed since they were last embedded."""
     try:
         enc = E.load_encoder(model_id)
-    except E.EncoderUnavailable as exc:
-        raise _unavailable(exc) from None
+    except M.ModelUnavailable as exc:
+        raise UsageError(str(exc)) from None
     state = {"n": 0}
 
     def step(n: int) -> None:

