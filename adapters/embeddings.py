@@ -16,6 +16,7 @@ node's vector a function of its text alone - which `pt models verify` checks.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os

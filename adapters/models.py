@@ -32,7 +32,7 @@ from typing import Mapping
 
 DEFAULT_MODEL = "gemma3-270m-q4_k_m"
 VERIFY_LINES = 20  # the seed's verify_default: a deterministic prompt, exactly N lines back
-VERIFY_PROMPT = "Write the numbers from 1 to {n} in words, one per line, and nothing else."
+VERIFY_PROMPT = "Counting in words, one number per line:\none\ntwo\nthree\n"
 
 
 @dataclass(frozen=True)
@@ -265,17 +265,20 @@ def load_llama(model: ModelRecord | str | os.PathLike, n_ctx: int = 512, embeddi
 
 
 def complete(llm, prompt: str, max_tokens: int, stop: list[str] | None = None) -> str:
-    """One user turn, greedy (temperature 0, fixed seed): the same prompt gives the same text."""
+    """A plain continuation of `prompt`, greedy with a fixed seed from a fresh state: the same
+    prompt always gives the same text. (The packaged Gemma 3 270M is a base model, not tuned for
+    chat turns: pt prompts it with text to continue.)"""
+    llm.reset()  # no KV-cache reuse from the previous prompt: the answer depends on this one alone
     llm.set_seed(0)
     with quiet_stderr():
-        out = llm.create_chat_completion(messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens,
-                                         temperature=0.0, top_k=1, seed=0, stop=stop or [])
-    return out["choices"][0]["message"].get("content") or ""
+        out = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, top_k=1, seed=0,
+                                    stop=stop or [])
+    return out["choices"][0].get("text") or ""
 
 
 def verify_lines(llm, n: int) -> list[str]:
-    """The deterministic N-line check's output: the first n non-empty lines of the verify prompt."""
-    text = complete(llm, VERIFY_PROMPT.format(n=n), max_tokens=12 * n + 16)
+    """The deterministic N-line check's output: the first n non-empty lines the verify prompt gets."""
+    text = complete(llm, VERIFY_PROMPT, max_tokens=8 * n + 16)
     return [ln.strip() for ln in text.splitlines() if ln.strip()][:n]
 
 
