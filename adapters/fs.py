@@ -11,7 +11,14 @@ import os
 import subprocess
 from pathlib import Path
 
+import blake3
+
 ALWAYS_SKIP = {"target", ".git", ".parseltongue", "node_modules"}
+
+
+def digest(data: bytes) -> str:
+    """The content hash pt keys files and candidates by (blake3, hex)."""
+    return blake3.blake3(data).hexdigest()
 
 
 def _git_files(root: Path) -> list[str] | None:

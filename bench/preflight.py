@@ -91,7 +91,9 @@ def main() -> None:
 
     from parseltongue.runner.api import Pt
     from parseltongue.runner.ingest import ingest
-    from parseltongue.runner.preflight import Mirror, NodeEdit, build_from_nodes, run_preflight
+    from parseltongue.adapters.mirror import Mirror
+    from parseltongue.runner.candidate import NodeEdit, build_from_nodes
+    from parseltongue.runner.preflight import run_preflight
 
     load0 = os.getloadavg()
     root = Path(args.root)

@@ -31,10 +31,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..adapters.fs import atomic_write
+from ..adapters.fs import atomic_write, digest
 from .api import Pt
+from .diffs import unified_diff
 from .errors import GateFailed, UsageError
-from .preflight import digest, gate_reason, unified_diff
+from .preflight import gate_reason
 
 # adapters.fs.atomic_write names its temp file `.{name}.pt-tmp-{pid}`
 _TMP = re.compile(r"^\.(?P<name>.+)\.pt-tmp-(?P<pid>\d+)$")

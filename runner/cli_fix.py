@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from .cli_preflight import _approver
+from .cli_preflight import approver
 from .errors import UsageError
 from .output import echo_err, emit
 
@@ -21,8 +21,8 @@ def run_group() -> None:
 @click.option("--seed", required=True, metavar="FILE", help="The Rust file to make compile (its crate is checked).")
 @click.option("--yes", is_flag=True, help="Apply the fix without asking.")
 @click.option("--dry-run", is_flag=True, help="Print the diff of the fix found; write nothing.")
-@click.option("--max-rounds", default=3, show_default=True, type=click.IntRange(1, 20), help="Fix rounds (one error group per round).")
-@click.option("--max-candidates", default=24, show_default=True, type=click.IntRange(1, 500), help="PreFlight checks per round.")
+@click.option("--max-rounds", type=click.IntRange(1, 20), help="Fix rounds (default: the fix policy's, rules/fix/_policy.cozo).")
+@click.option("--max-candidates", type=click.IntRange(1, 500), help="PreFlight checks per round (default: the fix policy's).")
 @click.option("--allow-signature-change", is_flag=True, help="Let a fix change the signature of a pub item.")
 @click.option("--partial", is_flag=True, help="Apply a change that removes some errors even when others remain.")
 @click.option("--llm", type=click.Choice(["auto", "none", "anthropic", "local"]), default="auto", show_default=True,
@@ -40,11 +40,11 @@ def fix_cmd(c, seed, yes, dry_run, max_rounds, max_candidates, allow_signature_c
         cfg = llm_adapter.config_from_env(provider=None if llm == "auto" else llm, model=model)
     except llm_adapter.LlmError as exc:
         raise UsageError(str(exc)) from None
-    opts = FixOptions(seed=seed, dry_run=dry_run, max_rounds=max_rounds, max_candidates=max_candidates,
+    opts = FixOptions(seed=seed, dry_run=dry_run, max_rounds=max_rounds or -1, max_candidates=max_candidates or -1,
                       allow_signature_change=allow_signature_change, partial=partial,
                       llm=None if cfg.provider == "none" else cfg)
     with c.open() as pt:
-        rep = run_fix(pt, opts, _approver(yes, as_json), progress=echo_err)
+        rep = run_fix(pt, opts, approver(yes, as_json), progress=echo_err)
     if as_json:
         emit(rep.as_dict(), True)
     else:
@@ -53,38 +53,66 @@ def fix_cmd(c, seed, yes, dry_run, max_rounds, max_candidates, allow_signature_c
         raise SystemExit(1)
 
 
+def _n(count: int, what: str) -> str:
+    return f"{count} {what}{'' if count == 1 else 's'}"
+
+
 def _print(rep) -> None:
     for w in rep.warnings:
         echo_err(f"warning: {w}")
     n = len(rep.errors_before)
     if rep.outcome == "no-errors":
-        click.echo(f"{rep.seed}: its crate has no errors; nothing to fix")
+        click.echo(f"{rep.seed}: no errors in the crate and targets it belongs to; nothing to fix")
         return
-    if rep.diff:
+    chain = [r for r in rep.rounds if r["champion"]]
+    if rep.diff:  # a change was offered: its diff, then what each round contributed to it
         click.echo(rep.diff, nl=False)
-    chain = [r["champion"] for r in rep.rounds if r["champion"]]
-    for ch in chain:
-        click.echo(f"  round fix: {ch['pattern'].removeprefix('patterns.')}: {ch['note']}")
+        for r in chain:
+            ch = r["champion"]
+            click.echo(f"  round {r['round']}: {ch['pattern'].removeprefix('patterns.')}: {ch['note']}")
     if rep.outcome == "fixed":
-        click.echo(f"fixed {n} error{'s' * (n != 1)} in {len(chain)} round{'s' * (len(chain) != 1)}: change "
+        click.echo(f"fixed {_n(n, 'error')} in {_n(len(chain), 'round')}: change "
                    f"{rep.change_id} ({', '.join(f['path'] for f in rep.written)}); undo with: pt undo {rep.change_id}")
     elif rep.outcome == "would-fix":
-        click.echo(f"dry run: this change fixes {n} error{'s' * (n != 1)} and passed PreFlight; nothing written")
+        click.echo(f"dry run: this change fixes {_n(n, 'error')} and passed PreFlight; nothing written")
     elif rep.outcome == "partial":
-        click.echo(f"partial: {len(rep.errors_left)} of {n} errors remain" + ("; nothing written" if not rep.change_id else ""))
+        click.echo(f"partial: {len(rep.errors_left)} of {_n(n, 'error')} remain" + ("; nothing written" if not rep.change_id else ""))
     elif rep.outcome == "not-approved":
         click.echo("a fix passed PreFlight but was not approved; nothing written (pass --yes to apply without asking)")
     else:
-        tried = sum(len(r["candidates"]) for r in rep.rounds)
-        sig = [c for r in rep.rounds for c in r["candidates"] if c["signature_change"] and c["errors_after"] < c["errors_before"]
-               and c["new_errors"] == 0]
-        if sig:
-            click.echo(f"note: {len(sig)} candidate{'s' * (len(sig) != 1)} would fix errors by changing the signature of a "
-                       f"pub item ({sig[0]['note'][:60]}); rerun with --allow-signature-change to accept that")
-        click.echo(f"no safe fix found ({tried} candidate{'s' * (tried != 1)} tried); nothing written. The errors, per interface:")
-        for e in rep.explanation:
-            where = e["node_id"] or "(no node)"
-            click.echo(f"  {where}  [{e['kind'] or '-'}] {e['signature'][:80]}")
-            click.echo(f"    {e['file_path']}:{e['line']}: error[{e['code']}]: {e['message']}")
-            for note in e["notes"][:3]:
-                click.echo(f"      = {note[:120]}")
+        _print_no_safe_fix(rep, chain)
+
+
+def _print_no_safe_fix(rep, chain: list) -> None:
+    tried = sum(len(r["candidates"]) for r in rep.rounds)
+    if chain:  # rounds kept changes, but errors remain: say so, and that none of it was written
+        left = len(rep.errors_left)
+        click.echo(f"candidates removed {len(rep.errors_before) - left} of {_n(len(rep.errors_before), 'error')} "
+                   f"but {left} remain; nothing written (--partial applies such a change):")
+        for r in chain:
+            ch = r["champion"]
+            click.echo(f"  not applied: round {r['round']}: {ch['pattern'].removeprefix('patterns.')}: {ch['note']}")
+    sig = [c for r in rep.rounds for c in r["candidates"] if c["signature_change"] and c["errors_after"] < c["errors_before"]
+           and c["new_errors"] == 0]
+    if sig:
+        click.echo(f"note: {_n(len(sig), 'candidate')} would fix errors by changing the signature of a "
+                   f"pub item ({sig[0]['note'][:60]}); rerun with --allow-signature-change to accept that")
+    click.echo(f"no safe fix found ({_n(tried, 'candidate')} tried); nothing written. The errors, per interface:")
+    shown: set = set()
+    for e in rep.explanation:
+        where = e["node_id"] or "(no node)"
+        click.echo(f"  {where}  [{e['kind'] or '-'}] {e['signature'][:80]}")
+        click.echo(f"    {e['file_path']}:{e['line']}: error[{e['code']}]: {e['message']}")
+        # rustc repeats the same help under every error it applies to: each note once, whole
+        new = [note for note in dict.fromkeys(e["notes"]) if note not in shown]
+        for note in new[:3]:
+            click.echo(f"      = {_one_line(note)}")
+        shown.update(e["notes"])
+
+
+def _one_line(text: str, width: int = 160) -> str:
+    """A note on one line, cut at a word boundary when it is long."""
+    flat = " ".join(text.split())
+    if len(flat) <= width:
+        return flat
+    return flat[:width].rsplit(" ", 1)[0] + " ..."

@@ -28,7 +28,7 @@ def _read_input(path: str, what: str) -> bytes:
 
 def _edits_from(node: str | None, code: str | None, delete: bool, edits: str | None, diff: str | None):
     """Exactly one way to say what the candidate is."""
-    from .preflight import NodeEdit
+    from .candidate import NodeEdit
 
     given = sum(x is not None and x is not False for x in (diff, node, edits))
     if given != 1:
@@ -88,7 +88,7 @@ def _print_report(rep) -> None:
         echo_err(f"pt: warning: {w}")
 
 
-def _approver(yes: bool, as_json: bool):
+def approver(yes: bool, as_json: bool):
     def approve(diff: str) -> bool:
         if yes:
             return True
@@ -114,7 +114,8 @@ def preflight_cmd(c, diff_path, node, code, delete, edits, then_apply, yes, as_j
     """Prove a candidate compiles in a mirror of the workspace; the workspace itself is never written.
     Exit 0 when it passes, 1 when it fails (diagnostics per node), 2 for bad input."""
     from .apply import apply_candidate
-    from .preflight import build_from_diff, build_from_nodes, run_preflight
+    from .candidate import build_from_diff, build_from_nodes
+    from .preflight import run_preflight
 
     node_edits = _edits_from(node, code, delete, edits, diff_path)
     with c.open() as pt:
@@ -122,7 +123,7 @@ def preflight_cmd(c, diff_path, node, code, delete, edits, then_apply, yes, as_j
         rep = run_preflight(pt, cand)
         applied = None
         if then_apply and rep.verdict == "passed":
-            applied = apply_candidate(pt, rep.candidate_id, _approver(yes, as_json))
+            applied = apply_candidate(pt, rep.candidate_id, approver(yes, as_json))
     if as_json:
         emit({**rep.as_dict(), **({"applied": applied.as_dict()} if applied else {})}, True)
     else:
@@ -159,7 +160,7 @@ def apply_cmd(c, candidate: str | None, yes: bool, as_json: bool) -> None:
     from .apply import apply_candidate
 
     with c.open() as pt:
-        rep = apply_candidate(pt, _resolve_candidate(pt, candidate), _approver(yes, as_json))
+        rep = apply_candidate(pt, _resolve_candidate(pt, candidate), approver(yes, as_json))
     if as_json:
         emit(rep.as_dict(), True)
     else:

@@ -236,7 +236,7 @@ def _passed_candidate(ws: Path) -> tuple[str, dict[str, bytes]]:
     run_preflight calls - with a clean cargo result recorded instead of running cargo on 12 MB
     of comments: what is under test here is the writer, not the check."""
     from parseltongue.runner.ingest import ingest
-    from parseltongue.runner.preflight import NodeEdit, build_from_nodes
+    from parseltongue.runner.candidate import NodeEdit, build_from_nodes
 
     with Pt.open(ws) as p:
         ingest(ws, p.store)

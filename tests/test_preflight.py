@@ -14,8 +14,9 @@ from parseltongue.adapters import cargo
 from parseltongue.adapters import rust_analyzer as ra
 from parseltongue.runner.api import Pt
 from parseltongue.runner.errors import UsageError
-from parseltongue.runner.preflight import (FileChange, Mirror, NodeEdit, Region, build_from_diff,
-                                           build_from_nodes, parse_diff)
+from parseltongue.adapters.mirror import Mirror
+from parseltongue.runner.candidate import FileChange, NodeEdit, build_from_diff, build_from_nodes
+from parseltongue.runner.diffs import Region, parse_diff
 
 from conftest import FIXTURES
 
@@ -270,7 +271,7 @@ def test_mirror_syncs_by_hash(pws):
         assert (m.root / LIB).read_text() == "pub mod legacy;\n" and not (m.root / "app/src/main.rs").exists()
         d = rep.digest
         # a candidate written into the mirror is put back by the next sync
-        m.write(type("C", (), {"files": [FileChange(LIB, b"", b"// candidate\n", [])]})())
+        m.write({LIB: b"// candidate\n"})
         assert (m.root / LIB).read_text() == "// candidate\n"
         rep = m.sync()
         assert rep.copied == 1 and rep.digest == d and (m.root / LIB).read_text() == "pub mod legacy;\n"
