@@ -1,9 +1,11 @@
 """Flows as declared: each flow's steps - the programs it runs, in order - in one YAML file.
 
 `rules/<flow>/flow.yaml` lists a flow's steps (`step`: the name the Python side uses, `program`:
-the rule program it runs, `does`: one line for a reader). The runner runs a flow's programs only
-through its declaration (`flow("fix").run(pt, "facts", {...})`), so the list is complete: a step
-that is not declared cannot run, and `pt test` checks every declared program exists.
+the rule program it runs, `does`: one line for a reader). runner/fix.py and runner/preflight.py run
+their programs only through it (`flow("fix").run(pt, "facts", {...})`): a step that is not
+declared cannot run. (The candidate builders' node lookups in runner/candidate.py are not flow
+steps.) `check()` finds declared programs that do not exist
+(tests/test_fix_flow.py runs it).
 
     from parseltongue.runner.flows import flow
     rows = flow("preflight").query(pt, "stages")
@@ -77,7 +79,7 @@ def flow(name: str) -> Flow:
 
 
 def check(registry) -> list[str]:
-    """Problems of the declarations: unknown programs, unknown flows (`pt test` and tests/)."""
+    """Problems of the declarations: unknown programs, unknown flows."""
     problems = []
     known = registry.all()
     for name in FLOWS:
