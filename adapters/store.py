@@ -6,6 +6,7 @@ with a readable message and, when Cozo gives one, the byte offset of the problem
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -18,6 +19,7 @@ from pycozo.client import Client, QueryException
 
 ENGINES = ("sqlite", "mem")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ASSERT_MESSAGE = re.compile(r'^assertion failed: \[false, ("(?:[^"\\]|\\.)*")\]$')
 
 
 class StoreError(Exception):
@@ -58,14 +60,18 @@ def _error_from(exc: BaseException) -> StoreError:
         if causes:
             msg += " (" + "; ".join(c for c in causes if c) + ")"
         code = resp.get("code") or ""
+        own = _ASSERT_MESSAGE.match(resp.get("help") or "") if code == "eval::throw" else None
+        if own:  # a program's own `assert(cond, 'message')`: its message, not "Evaluation of expression failed"
+            try:
+                msg = json.loads(own.group(1))
+            except ValueError:
+                msg = own.group(1)
         if "locked" in msg.lower() or "busy" in msg.lower():
             return StoreLocked(f"database is locked by another process: {msg}", offset, code)
         return StoreError(msg, offset, code)
     if isinstance(exc, QueryException):  # a plain-string response, e.g. '{"ok":false,"message":"database closed"}'
         raw = str(exc.resp)
         try:
-            import json
-
             raw = json.loads(raw).get("message", raw)
         except (ValueError, AttributeError):
             pass

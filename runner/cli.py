@@ -201,6 +201,7 @@ def rules() -> None:
 def rules_ls(c: Ctx, as_json: bool) -> None:
     """List every program with its summary and params."""
     registry = P.Registry(c.workspace)
+    registry.check()  # a program that breaks its contract: file:line, exit 2
     progs = [p.describe() for _, p in sorted(registry.all().items())]
     if as_json:
         emit({"programs": progs}, True)
@@ -212,6 +213,8 @@ def rules_ls(c: Ctx, as_json: bool) -> None:
         click.echo(f"{p['id']:<34} {ro}  {p['summary']}")
         if params:
             click.echo(f"{'':<38}params: {params}")
+        if p.get("codes"):
+            click.echo(f"{'':<38}codes: {' '.join(p['codes'])}")
 
 
 def _pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
@@ -275,6 +278,7 @@ def compile_cmd(c: Ctx, name: str, vars_: tuple) -> None:
 def test_cmd(c: Ctx, path: str | None, update: bool, engine: str, as_json: bool) -> None:
     """Run golden cases (all, or those under PATH / of a program id)."""
     registry = P.Registry(c.workspace)
+    registry.check()  # every program's contract (file:line, exit 2)
     roots = [r for r in (G.GOLDEN_ROOT, c.workspace / ".parseltongue" / "golden") if r.is_dir()]
     only = path
     if path and Path(path).is_dir():
@@ -287,6 +291,7 @@ def test_cmd(c: Ctx, path: str | None, update: bool, engine: str, as_json: bool)
     cases = [case for r in roots for case in G.discover(r, registry.all(), only)]
     if not cases:
         raise UsageError(f"no golden cases found{' for ' + path if path else ''}")
+    registry.check(deep=sorted({case.program for case in cases}))  # and the rendered text of those tested
     outcomes = G.run_all(cases, engine, update, G.default_fixture_loader(), registry)
     failed = [o for o in outcomes if not o.ok]
     if as_json:

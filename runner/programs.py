@@ -6,6 +6,7 @@ A program is one `.cozo` file. Its id is its path with dots (`rules/retrieval/tw
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -13,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.meta
 import yaml
 
+from . import contracts as C
 from .errors import UsageError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +28,7 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SCALARS = {"String", "Int", "Float", "Bool", "Json", "Any"}
 _WRITE_OPS = re.compile(r"(?<![:\w]):(put|replace|rm|insert|update|delete|create)\s+([A-Za-z_]\w*)")
 _REMOVE_OP = re.compile(r"::remove\s+([A-Za-z_]\w*)")
-_STORED_READ = re.compile(r"\*([A-Za-z_]\w*)\s*[\[{]")
+_STORED_READ = re.compile(r"[*~]([A-Za-z_]\w*)(?::\w+)?\s*[\[{]")  # `*rel{`, `*rel:index{`, `~rel:fts{`
 _COMMENTS = re.compile(r"/\*.*?\*/|#[^\n]*", re.S)
 
 
@@ -49,6 +52,7 @@ class ParamSpec:
     required: bool = False
     default: Any = None
     doc: str = ""
+    enum: list | None = None  # the only values allowed
 
 
 @dataclass
@@ -62,6 +66,7 @@ class Program:
     vars: dict[str, Any] = field(default_factory=dict)
     reads: list[str] = field(default_factory=list)
     writes: list[str] = field(default_factory=list)
+    kind: str = "query"  # schema, pattern, write or query (runner/contracts.py)
 
     @property
     def summary(self) -> str:
@@ -88,13 +93,16 @@ class Program:
             "version": self.meta.get("version"),
             "origin": self.origin,
             "path": str(self.path),
+            "kind": self.kind,
             "params": {
-                p.name: {"type": p.type, "required": p.required, "default": p.default, "doc": p.doc}
+                p.name: {"type": p.type, "required": p.required, "default": p.default, "doc": p.doc,
+                         **({"enum": p.enum} if p.enum is not None else {})}
                 for p in self.params.values()
             },
             "vars": self.vars,
             "reads": self.reads,
             "writes": self.writes,
+            **({"codes": self.meta.get("codes")} if self.kind == "pattern" else {}),
         }
 
 
@@ -124,15 +132,6 @@ def parse_front_matter(text: str, where: str) -> dict:
     return meta
 
 
-def _check_type(t: str, where: str) -> str:
-    base = t[:-1] if t.endswith("?") else t
-    while base.startswith("[") and base.endswith("]"):
-        base = base[1:-1]
-    if base not in _SCALARS:
-        raise UsageError(f"{where}: unknown param type {t!r}")
-    return t
-
-
 _LOADED: dict[tuple, Program] = {}
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -157,28 +156,55 @@ def _load_program(path: Path, pid: str, origin: str) -> Program:
         raise UsageError(f"{where}: cannot read rule file: {exc}") from None
     meta = parse_front_matter(text, where)
     if meta.get("id") not in (None, pid):
-        raise UsageError(f"{where}: front matter id {meta.get('id')!r} does not match its path ({pid})")
-    params = {}
-    for name, spec in (meta.get("params") or {}).items():
-        spec = spec if isinstance(spec, dict) else {"type": spec}
-        unknown = set(spec) - {"type", "required", "default", "doc"}
-        if unknown:
-            raise UsageError(f"{where}: param {name}: unknown keys {sorted(unknown)}")
-        params[name] = ParamSpec(
-            name=name,
-            type=_check_type(str(spec.get("type", "String")), f"{where}: param {name}"),
-            required=bool(spec.get("required", False)),
-            default=spec.get("default"),
-            doc=str(spec.get("doc", "")),
-        )
+        raise UsageError(f"{where}:{C.key_line(text, 'id')}: front matter id {meta.get('id')!r} does not match "
+                         f"its path ({pid})")
+    try:
+        kind = C.check_meta(where, text, pid, meta)
+        params = {name: _param_spec(name, spec, f"{where}:{C.key_line(text, name, 'params')}: param {name}")
+                  for name, spec in (meta.get("params") or {}).items()}
+        C.check_params(where, text, pid, kind, params)
+        C.check_body(where, text, kind, set(params))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     vars_ = {}
     for name, spec in (meta.get("vars") or {}).items():
         default = spec.get("default") if isinstance(spec, dict) else spec
-        vars_[name] = validate_var(name, default, where)
-    reads, writes = meta.get("reads") or [], meta.get("writes") or []
-    if not all(isinstance(r, str) for r in reads + writes):
-        raise UsageError(f"{where}: reads/writes must be lists of relation names")
-    return Program(pid, path, text, origin, meta, params, vars_, list(reads), list(writes))
+        vars_[name] = validate_var(name, default, f"{where}:{C.key_line(text, name, 'vars')}")
+    return Program(pid, path, text, origin, meta, params, vars_, list(meta["reads"]), list(meta["writes"]), kind)
+
+
+def _param_spec(name: str, spec: Any, where: str) -> ParamSpec:
+    """A declared param: known keys, a known type, a default of that type, enum values of it."""
+    if not _IDENT.match(str(name)):
+        raise ValueError(f"{where}: not an identifier")
+    spec = spec if isinstance(spec, dict) else {"type": spec}
+    unknown = set(spec) - C.PARAM_KEYS
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)} (allowed: {', '.join(sorted(C.PARAM_KEYS))})")
+    t = str(spec.get("type", "String"))
+    base = t[:-1] if t.endswith("?") else t
+    while base.startswith("[") and base.endswith("]"):
+        base = base[1:-1]
+    if base not in _SCALARS:
+        raise ValueError(f"{where}: unknown param type {t!r} (scalars: {', '.join(sorted(_SCALARS))}, "
+                         f"lists [T], optional T?)")
+    enum = spec.get("enum")
+    try:
+        if enum is not None:
+            if not isinstance(enum, list) or not enum or t.startswith("["):
+                raise ValueError(f"{where}: enum must be a non-empty list of {t} values")
+            enum = [coerce(t, v, False, f"{where}: enum value") for v in enum]
+        default = spec.get("default")
+        if default is not None:
+            default = coerce(t, default, False, f"{where}: default")
+            if enum is not None and default not in enum:
+                raise ValueError(f"{where}: default {default!r} is not one of its enum values")
+    except UsageError as exc:
+        raise ValueError(exc.message) from None
+    if spec.get("required") and default is not None:
+        raise ValueError(f"{where}: a required param has no use for a default")
+    return ParamSpec(name=name, type=t, required=bool(spec.get("required", False)), default=default,
+                     doc=str(spec.get("doc", "")), enum=enum)
 
 
 # ---------------------------------------------------------------- discovery
@@ -192,6 +218,7 @@ class Registry:
         self.local_patterns = workspace / ".parseltongue" / "patterns" if workspace else None
         self.rules_root, self.patterns_root = _rules_roots()
         self._programs: dict[str, Program] | None = None
+        self._problems: dict[str, str] = {}
 
     def _scan(self) -> dict[str, Program]:
         found: dict[str, tuple[Path, str]] = {}
@@ -206,24 +233,87 @@ class Registry:
                 if rel.parts[0] == "lib" or rel.name.startswith("_"):
                     continue  # include fragments, not programs
                 found[prefix + ".".join(rel.parts)] = (path, origin)
-        return {pid: load_program(path, pid, origin) for pid, (path, origin) in found.items()}
+        programs, self._problems = {}, {}
+        for pid, (path, origin) in found.items():
+            try:
+                programs[pid] = load_program(path, pid, origin)
+            except UsageError as exc:  # kept by id: a broken local program must not fall back to a packaged one
+                self._problems[pid] = exc.message
+        return programs
 
     def all(self) -> dict[str, Program]:
+        """The programs that keep their contracts (see `problems` for the others)."""
         if self._programs is None:
             self._programs = self._scan()
         return self._programs
 
+    def problems(self) -> dict[str, str]:
+        """id -> `file:line: what is wrong` for every program that breaks its contract."""
+        self.all()
+        return dict(self._problems)
+
+    def check(self, deep: bool | list[str] = False) -> None:
+        """Every program keeps its contract, else UsageError with one `file:line: ...` line each.
+        `deep` (True, or the ids of the programs under test) also checks the rendered text (`pt test`)."""
+        problems = list(self.problems().values())
+        if deep:
+            for prog in self.all().values():
+                if deep is not True and prog.id not in deep:
+                    continue
+                try:
+                    self._check_text(prog)
+                except UsageError as exc:
+                    problems.append(exc.message)
+                except ValueError as exc:
+                    problems.append(str(exc))
+        if problems:
+            raise UsageError("\n".join(sorted(problems)))
+
+    def _check_text(self, prog: Program) -> None:
+        """The rendered program (default vars) and every branch and fragment it may include."""
+        script = render(self, prog, dict(prog.vars))
+        every = "\n".join([prog.source, *self._fragments(prog)])
+        C.check_rendered(str(prog.path), prog.source, script, every, prog.kind, set(prog.params))
+        check_access(prog, script, None)
+        if prog.schema_rev is None:
+            reads, writes = stored_accesses(every)
+            dead = [r for r in prog.reads if r not in reads | writes]
+            if dead:
+                raise ValueError(f"{prog.path}:{C.key_line(prog.source, 'reads')}: reads {dead[0]!r} in its "
+                                 f"front matter but never reads it")
+
+    def _fragments(self, prog: Program) -> list[str]:
+        """The text of every fragment the program includes, at any depth, whatever its vars."""
+        env, seen, todo, out = self.jinja_env(), set(), [prog.source], []
+        while todo:
+            for name in jinja2.meta.find_referenced_templates(env.parse(todo.pop())):
+                if name and name not in seen:
+                    seen.add(name)
+                    src = env.loader.get_source(env, name)[0]
+                    out.append(src)
+                    todo.append(src)
+        return out
+
     def get(self, name: str) -> Program:
-        """Exact id, or a unique suffix (`two_hop` finds `retrieval.two_hop`)."""
+        """Exact id, or a unique suffix (`two_hop` finds `retrieval.two_hop`). A program that breaks
+        its contract is an error when named, and so is any broken rule (not a pattern: `pt run
+        fix` skips those with a warning, see `problems`)."""
         progs = self.all()
-        if name in progs:
-            return progs[name]
-        matches = [pid for pid in progs if pid.endswith("." + name)]
-        if len(matches) == 1:
-            return progs[matches[0]]
-        if matches:
-            raise UsageError(f"program name {name!r} is ambiguous: {', '.join(sorted(matches))}")
-        raise UsageError(f"no program named {name!r} (see `pt rules ls`)")
+        known = set(progs) | set(self._problems)
+        pid = name if name in known else None
+        if pid is None:
+            matches = sorted(p for p in known if p.endswith("." + name))
+            if len(matches) > 1:
+                raise UsageError(f"program name {name!r} is ambiguous: {', '.join(matches)}")
+            if not matches:
+                raise UsageError(f"no program named {name!r} (see `pt rules ls`)")
+            pid = matches[0]
+        if pid in self._problems:
+            raise UsageError(self._problems[pid])
+        broken_rules = sorted(p for p in self._problems if not p.startswith("patterns."))
+        if broken_rules:
+            raise UsageError(self._problems[broken_rules[0]])
+        return progs[pid]
 
     def jinja_env(self) -> jinja2.Environment:
         """One environment per set of include roots: Jinja caches included templates in it
@@ -332,6 +422,9 @@ def bind_params(prog: Program, given: dict[str, Any], from_cli: bool = False) ->
     for name, spec in prog.params.items():
         if name in given:
             out[name] = coerce(spec.type, given[name], from_cli, f"{prog.id}: param {name}")
+            if spec.enum is not None and out[name] not in spec.enum and out[name] is not None:
+                raise UsageError(f"{prog.id}: param {name} must be one of {', '.join(map(str, spec.enum))}, "
+                                 f"got {out[name]!r}")
         elif spec.required:
             raise UsageError(f"{prog.id}: missing required param {name!r} ({spec.type})")
         else:
@@ -399,28 +492,32 @@ def render(registry: Registry, prog: Program, vars_: dict[str, Any]) -> str:
         raise UsageError(f"{prog.path}: include not found: {exc.name}") from None
 
 
-def stored_accesses(script: str) -> tuple[set[str], set[str]]:
-    """Stored relations the rendered script reads and writes (ephemeral `_rel` ignored)."""
-    text = _COMMENTS.sub("", script)
+@functools.lru_cache(maxsize=256)
+def stored_accesses(script: str) -> tuple[frozenset[str], frozenset[str]]:
+    """Stored relations the rendered script reads and writes (ephemeral `_rel` ignored); kept
+    per text, as programs run many times a second (`pt watch`, ingest batches)."""
+    text = C.code_only(script)
     reads = {m.group(1) for m in _STORED_READ.finditer(text)}
     writes = {m.group(2) for m in _WRITE_OPS.finditer(text)} | {m.group(1) for m in _REMOVE_OP.finditer(text)}
-    return {r for r in reads if not r.startswith("_")}, {w for w in writes if not w.startswith("_")}
+    return (frozenset(r for r in reads if not r.startswith("_")),
+            frozenset(w for w in writes if not w.startswith("_")))
 
 
-def check_access(prog: Program, script: str, relations: set[str]) -> None:
-    """Declared reads/writes must exist, and the script must touch nothing undeclared."""
+def check_access(prog: Program, script: str, relations: set[str] | None) -> None:
+    """Declared reads/writes must exist (unless `relations` is None), and the script must touch
+    nothing undeclared."""
     if prog.schema_rev is not None:
         return  # schema programs create the relations they declare
     for rel in prog.reads + prog.writes:
-        if rel not in relations:
+        if relations is not None and rel not in relations:
             raise UsageError(f"{prog.id}: declares relation {rel!r} that the schema does not have (run `pt init`?)")
     reads, writes = stored_accesses(script)
     undeclared_w = sorted(writes - set(prog.writes))
     if undeclared_w:
-        raise UsageError(f"{prog.id}: writes {undeclared_w[0]!r} but its front matter does not declare it in writes")
+        raise UsageError(f"{prog.path}:{C.key_line(prog.source, 'writes')}: {prog.id}: writes {undeclared_w[0]!r} but its front matter does not declare it in writes")
     undeclared_r = sorted(reads - set(prog.reads) - set(prog.writes))
     if undeclared_r:
-        raise UsageError(f"{prog.id}: reads {undeclared_r[0]!r} but its front matter does not declare it in reads")
+        raise UsageError(f"{prog.path}:{C.key_line(prog.source, 'reads')}: {prog.id}: reads {undeclared_r[0]!r} but its front matter does not declare it in reads")
 
 
 def line_of(text: str, offset: int) -> int:

@@ -31,6 +31,7 @@ ECHO = """# ---
 
 SNEAKY = """# ---
 # id: demo.sneaky
+# version: 1
 # summary: Claims to be read-only but writes.
 # reads: []
 # writes: []
@@ -40,6 +41,7 @@ SNEAKY = """# ---
 
 GATED = """# ---
 # id: demo.gated
+# version: 1
 # summary: Writes, then a gate fails in a later block of the same script.
 # params:
 #   key: {type: String, required: true}
@@ -53,7 +55,8 @@ GATED = """# ---
 
 BAD_SYNTAX = """# ---
 # id: demo.bad_syntax
-# summary: A Cozo parse error on line 8 of the rendered text.
+# version: 1
+# summary: A Cozo parse error on line 9 of the rendered text.
 # reads: []
 # writes: []
 # ---
@@ -144,8 +147,8 @@ def test_cozo_parse_error_reported_as_file_line_of_rendered_text(pt, demo_ws):
     r = pt("-C", str(demo_ws), "query", "bad_syntax")
     assert r.code == 2
     compiled = demo_ws / ".parseltongue" / "target" / "compiled" / "demo.bad_syntax.cozo"
-    assert f"{compiled}:8:" in r.err, r.err
-    assert compiled.read_text().splitlines()[7] == "?[b] := b = = 2"
+    assert f"{compiled}:9:" in r.err, r.err
+    assert compiled.read_text().splitlines()[8] == "?[b] := b = = 2"
     assert len(r.err.strip().splitlines()) == 1
 
 
@@ -268,7 +271,7 @@ def test_init_is_idempotent_and_status_reports(pt, ws):
 
 
 def test_older_database_must_be_migrated_explicitly(pt, ws):
-    write_rule(ws, "schema/rev_900.cozo", "# ---\n# id: schema.rev_900\n# schema_rev: 900\n# summary: test migration\n"
+    write_rule(ws, "schema/rev_900.cozo", "# ---\n# id: schema.rev_900\n# version: 1\n# schema_rev: 900\n# summary: test migration\n"
                "# reads: []\n# writes: [pt_meta, extra]\n# ---\n{:create extra {k: String}}\n"
                "{?[key, value] <- [['schema_rev', 900]] :put pt_meta {key => value}}\n")
     # a database at rev 1 (created before the new revision existed)
