@@ -340,7 +340,7 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
 
 def seed_facts(pt: Pt, seed: str, run_id: str) -> int:
     """Store round 0's facts of SEED's crate exactly as `pt run fix` does, under `run_id`
-    (scripts/fix_facts.py turns them into golden cases). -> the number of errors."""
+    (a pattern's golden case, runner/golden.py, runs on them). -> the number of errors."""
     _ensure_graph(pt, lambda s: None)
     check, _ = check_tree(pt, [_seed_path(pt.workspace, seed)])
     errors = [d for d in check.diagnostics if d.severity == "error"]

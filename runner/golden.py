@@ -10,10 +10,18 @@ Case keys (all optional):
   dump               relations (`rel` or `rel:col1,col2`) whose contents are appended (for writers)
   schema             true: append every relation's columns (for schema programs)
   setup              [[program, params], ...] run before the program (e.g. a proposal before a flip)
+
+A fix pattern's case names a small crate and a seed file instead of facts:
+  fixture + seed     the crate (tests/fixtures/NAME, or a repo path such as examples/shapes) is copied, ingested and checked with the real
+                     `cargo check` exactly as `pt run fix` round 0 does (`fix.seed_facts`); the
+                     pattern runs on those facts and each candidate - the rows of one (diag, alt) -
+                     is shown as a unified diff of the source it would fix.
 """
 from __future__ import annotations
 
+import difflib
 import json
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +138,8 @@ def run_case(case: Case, engine: str = "mem", fixture_loader: Callable | None = 
 
 def _execute(pt: Pt, case: Case, spec: dict, fixture_loader: Callable | None) -> str:
     prog = pt.registry.get(case.program)
+    if spec.get("seed"):
+        return _pattern_case(pt, case, spec, prog)
     # Schema programs are tested by applying the revisions before them, then themselves.
     for sp in pt.schema_programs():
         if prog.schema_rev is None or sp.schema_rev < prog.schema_rev:
@@ -147,8 +157,7 @@ def _execute(pt: Pt, case: Case, spec: dict, fixture_loader: Callable | None) ->
         out += ["# result"] + _rows_block(res.headers, res.rows, prog.ordered)
     except PtError as exc:
         # Gate failures are part of a program's contract; the message is the output.
-        msg = exc.message.replace(str(pt.workspace), "<ws>").replace(str(PACKAGE_ROOT), "<pt>")
-        out += [f"# error (exit {exc.exit_code})", msg]
+        out += [f"# error (exit {exc.exit_code})", _portable(pt, exc.message)]
     for item in spec.get("dump") or []:
         # `relation` or `relation:col1,col2` (leave out columns such as mtimes that vary per checkout)
         rel, _, cols = item.partition(":")
@@ -162,6 +171,73 @@ def _execute(pt: Pt, case: Case, spec: dict, fixture_loader: Callable | None) ->
             vals = ", ".join(f"{c}: {t}" for c, t, k in cols if not k)
             out.append(f"  {name} {{{keys} => {vals}}}")
     return "\n".join(out) + "\n"
+
+
+def _pattern_case(pt: Pt, case: Case, spec: dict, prog: Program) -> str:
+    """A pattern on real rustc output: the errors, then each candidate as a before/after diff."""
+    from .fix import seed_facts  # the fix flow's own capture: the case sees what `pt run fix` sees
+
+    if prog.kind != "pattern" or not spec.get("fixture"):
+        raise UsageError(f"{case.path}: `seed` cases are for patterns and name a `fixture` crate")
+    src = (PACKAGE_ROOT if "/" in spec["fixture"] else FIXTURES_ROOT) / spec["fixture"]  # examples/x: the repo's
+    if not (src / "Cargo.toml").is_file():
+        raise UsageError(f"{case.path}: no fixture crate {src}")
+    shutil.copytree(src, pt.workspace, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("target", ".parseltongue", "Cargo.lock"))
+    pt.ensure_schema()
+    run_id = "golden"
+    seed_facts(pt, spec["seed"], run_id)
+    params = {"run_id": run_id, "round": 0, **(spec.get("params") or {})}
+    at = {"run_id": run_id}
+    diags = pt.store.run("?[diag, file_path, line, col, code, message] := *fix_diag{run_id: $run_id, round: 0, "
+                         "diag, file_path, line, col, code, message}", at).rows
+    texts = dict(pt.store.run("?[f, t] := *fix_file{run_id: $run_id, round: 0, file_path: f, text: t}", at).rows)
+    out = [f"# program: {prog.id}", f"# crate: {src.relative_to(PACKAGE_ROOT)}, seed: {spec['seed']}",
+           f"# errors (cargo check): {len(diags)}"]
+    out += [f"  [{d}] {f}:{line}:{col} {code}: {msg}" for d, f, line, col, code, msg in sorted(diags)]
+    try:
+        rows = pt.run(prog.id, params).dicts()
+    except PtError as exc:
+        return "\n".join(out + [f"# error (exit {exc.exit_code})", _portable(pt, exc.message)]) + "\n"
+    cands: dict[tuple, list] = {}
+    for r in rows:
+        cands.setdefault((r["diag"], r["alt"]), []).append(r)
+    out.append(f"# candidates: {len(cands)}")
+    for (diag, alt), edits in sorted(cands.items()):
+        tiers = sorted({e["tier"] for e in edits})
+        notes = sorted({e["note"] for e in edits})
+        out.append(f"## diag {diag} alt {alt}, tier {'/'.join(map(str, tiers))}: {'; '.join(notes)}")
+        out += edits_diff(texts, edits)
+    return "\n".join(out) + "\n"
+
+
+def edits_diff(texts: dict[str, str], edits: list[dict]) -> list[str]:
+    """The edits ([start, end) character offsets into the round's texts) applied, as a unified diff."""
+    lines: list[str] = []
+    by_file: dict[str, list] = {}
+    for e in edits:
+        by_file.setdefault(e["file_path"], []).append((e["start"], e["end"], e["replacement"]))
+    for f, es in sorted(by_file.items()):
+        old = texts.get(f)
+        es.sort()
+        if old is None or any(not (0 <= s <= e <= len(old)) for s, e, _ in es):
+            lines.append(f"   (edit outside the text of {f})")
+            continue
+        if any(s2 < e1 or (s2 == s1 == e1) for (s1, e1, _), (s2, _, _) in zip(es, es[1:])):
+            lines.append(f"   (edits overlap in {f}: not one candidate)")
+            continue
+        new = old
+        for s, e, r in reversed(es):
+            new = new[:s] + r + new[e:]
+        diff = list(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
+                                         f"a/{f}", f"b/{f}", n=1))
+        lines += [ln.rstrip("\n") if ln.endswith("\n") else ln + "  (no newline at end)" for ln in diff] \
+            or [f"   (no change to {f})"]
+    return lines
+
+
+def _portable(pt: Pt, message: str) -> str:
+    return message.replace(str(pt.workspace), "<ws>").replace(str(PACKAGE_ROOT), "<pt>")
 
 
 def _columns(pt: Pt, rel: str) -> list[str]:

@@ -1,0 +1,64 @@
+"""A pattern's golden case (issue 12 item 4): a small crate through the real extractor and the real
+`cargo check`, each candidate shown as a before/after diff of the source."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from parseltongue.runner import golden as G
+from parseltongue.runner.programs import PATTERNS_DIR, Registry
+
+pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="needs cargo")
+
+_CASES = [c for c in G.discover(G.GOLDEN_ROOT, Registry(None).all()) if c.program.startswith("patterns.")]
+
+
+def test_every_pattern_case_is_a_real_crate_shown_as_diffs():
+    assert _CASES
+    for case in _CASES:
+        spec = yaml.safe_load(case.path.read_text())
+        assert set(spec) <= {"fixture", "seed", "params"} and spec["fixture"] and spec["seed"], case.label
+        expected = case.expected_path.read_text()
+        assert "# errors (cargo check):" in expected, case.label
+        assert '"start"' not in expected and "headers:" not in expected, case.label  # no offsets
+
+
+def test_a_pattern_change_shows_in_the_diff(ws):
+    # make_pub's first choice becomes pub(super): the case fails and its output shows the new line
+    src = (PATTERNS_DIR / "make_pub.cozo").read_text()
+    changed = src.replace("v = if(c > p, 'pub(crate)', 'pub')", "v = if(c > p, 'pub(crate)', 'pub(super)')")
+    assert changed != src
+    local = ws / ".parseltongue" / "patterns" / "make_pub.cozo"
+    local.parent.mkdir(parents=True)
+    local.write_text(changed)
+    case = next(c for c in _CASES if c.label == "patterns.make_pub/private")
+    outcome = G.run_case(case, "mem", registry=Registry(ws))
+    assert not outcome.ok
+    assert "-const SCALE: f64 = 2.0;\n+pub(super) const SCALE: f64 = 2.0;\n" in outcome.actual, outcome.actual
+    assert G.run_case(case, "mem").ok
+
+
+def test_edits_diff_shows_what_a_candidate_does_or_why_it_is_none():
+    text = "fn a() {\n    1\n}\n"
+    edit = lambda s, e, r: {"file_path": "src/lib.rs", "start": s, "end": e, "replacement": r}  # noqa: E731
+    assert G.edits_diff({"src/lib.rs": text}, [edit(13, 14, "2"), edit(0, 0, "pub ")]) == [
+        "--- a/src/lib.rs", "+++ b/src/lib.rs", "@@ -1,3 +1,3 @@",
+        "-fn a() {", "-    1", "+pub fn a() {", "+    2", " }"]
+    assert G.edits_diff({"src/lib.rs": text}, [edit(0, 5, "x"), edit(3, 4, "y")]) == [
+        "   (edits overlap in src/lib.rs: not one candidate)"]
+    assert G.edits_diff({"src/lib.rs": text}, [edit(0, 0, "a"), edit(0, 0, "b")]) == [
+        "   (edits overlap in src/lib.rs: not one candidate)"]  # two inserts at one point: order unknown
+    assert G.edits_diff({"src/lib.rs": text}, [edit(0, 99, "")]) == ["   (edit outside the text of src/lib.rs)"]
+    assert G.edits_diff({}, [edit(0, 0, "")]) == ["   (edit outside the text of src/lib.rs)"]
+    assert G.edits_diff({"src/lib.rs": text}, [edit(0, 2, "fn")]) == ["   (no change to src/lib.rs)"]
+
+
+def test_a_seed_case_of_a_rule_is_refused(pt, ws):
+    gdir = ws / ".parseltongue" / "golden" / "meta" / "status"
+    gdir.mkdir(parents=True)
+    (gdir / "crate.yaml").write_text("fixture: fix_make_pub\nseed: src/lib.rs\n")
+    r = pt("-C", str(ws), "test", str(gdir))
+    assert r.code == 2, r.err
+    assert f"{gdir / 'crate.yaml'}: `seed` cases are for patterns and name a `fixture` crate" in r.err
