@@ -276,6 +276,9 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
     t_start = time.perf_counter()
     seed = _seed_path(pt.workspace, opts.seed)
     run = _Run(pt, opts, seed, progress)
+    # A pattern that breaks its contract (runner/contracts.py) is left out, never the end of the run.
+    run.warnings += [f"pattern {pid} skipped: {msg}" for pid, msg in sorted(pt.registry.problems().items())
+                     if pid.startswith("patterns.")]
     _ensure_graph(pt, progress)
     run.load_library()
 

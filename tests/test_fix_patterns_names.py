@@ -67,3 +67,44 @@ def test_nearest_name(tmp_path):
     assert (ws / "src/lib.rs").read_text() == _source("fix_nearest_name", "src/lib.rs").replace(
         "$this.coy_to_slice(", "$this.copy_to_slice(").replace("min(LIMT)", "min(LIMIT)")
     assert_compiles(ws)
+
+
+BROKEN_PATTERN = """# ---
+# id: patterns.broken
+# version: 1
+# summary: Breaks its contract.
+# codes: [E0603]
+# params:
+#   run_id: {type: String, required: true}
+#   round:  {type: Int, default: 0}
+# reads: [fix_diag]
+# writes: []
+# ---
+?[diag, tier, file_path, start, end, replacement, note] := *fix_diag{run_id: $run_id, round: $round, diag,
+    file_path, start, end}, tier = 2, replacement = '', note = ''
+"""
+
+
+@pytest.mark.parametrize("text, needle", [
+    (BROKEN_PATTERN, ":12: a pattern outputs ?[diag, alt, tier, file_path, start, end, replacement, note], not ?[diag, tier,"),
+    (BROKEN_PATTERN.replace("# codes: [E0603]\n", ""), ":1: a pattern needs `codes:`"),
+])
+def test_a_pattern_breaking_its_contract_is_skipped_with_a_warning(tmp_path, text, needle):
+    """Before: wrong headers ended the run (exit 3, KeyError: 'alt'); no codes disabled it silently."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ws = tmp_path / "ws"
+    shutil.copytree(FIXTURES / "fix_make_pub", ws, ignore=shutil.ignore_patterns("target", ".parseltongue", "Cargo.lock"))
+    local = ws / ".parseltongue" / "patterns" / "broken.cozo"
+    local.parent.mkdir(parents=True)
+    local.write_text(text)
+    proc = subprocess.run([str(Path(sys.executable).parent / "pt"), "run", "fix", "--seed", "src/lib.rs", "--dry-run", "--json"],
+                          cwd=ws, env=dict(os.environ, PT_LLM="none"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rep = json.loads(proc.stdout)
+    assert rep["outcome"] == "would-fix", rep
+    assert any(w.startswith("pattern patterns.broken skipped: ") and f"{local}{needle}" in w for w in rep["warnings"]), rep["warnings"]
