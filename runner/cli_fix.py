@@ -100,8 +100,8 @@ def _print_no_safe_fix(rep, chain: list) -> None:
     click.echo(f"no safe fix found ({_n(tried, 'candidate')} tried); nothing written. The errors, per interface:")
     shown: set = set()
     for e in rep.explanation:
-        where = e["node_id"] or "(no node)"
-        click.echo(f"  {where}  [{e['kind'] or '-'}] {e['signature'][:80]}")
+        if e["node_id"]:  # (none in a file an earlier round edited: the graph knows the file on disk)
+            click.echo(f"  {e['node_id']}  [{e['kind'] or '-'}] {e['signature'][:80]}")
         click.echo(f"    {e['file_path']}:{e['line']}: error[{e['code']}]: {e['message']}")
         # rustc repeats the same help under every error it applies to: each note once, whole
         new = [note for note in dict.fromkeys(e["notes"]) if note not in shown]

@@ -329,7 +329,9 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
                 applied = [[c["round"], c["row"]["cand"]] for c in chain]
     report.outcome = decision["outcome"]
     if decision["explain"]:
-        report.explanation = run.flow.query(pt, "explain", run_id=run.run_id, round=0)
+        # the errors nothing fixed, as round 0 saw them (lines and nodes of the files on disk)
+        report.explanation = run.flow.query(pt, "explain", run_id=run.run_id, round=0,
+                                            left_in=report.rounds[-1]["round"])
 
     run.timings["total_s"] = round(time.perf_counter() - t_start, 3)
     run.timings = {k: round(v, 3) for k, v in run.timings.items()}
