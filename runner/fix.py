@@ -283,7 +283,8 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
     run.load_library()
 
     t0 = time.perf_counter()
-    check, _ = check_tree(pt, [seed])
+    check, _, mirror_notes = check_tree(pt, [seed])
+    run.warnings += mirror_notes
     run.timings["check_s"] += time.perf_counter() - t0
     errors0 = [d for d in check.diagnostics if d.severity == "error"]
     report = FixReport(run.run_id, seed, "no-errors", [diag_dict(d) for d in errors0], [], [])
@@ -347,7 +348,7 @@ def seed_facts(pt: Pt, seed: str, run_id: str) -> int:
     """Store round 0's facts of SEED's crate exactly as `pt run fix` does, under `run_id`
     (a pattern's golden case, runner/golden.py, runs on them). -> the number of errors."""
     _ensure_graph(pt, lambda s: None)
-    check, _ = check_tree(pt, [_seed_path(pt.workspace, seed)])
+    check, _, _ = check_tree(pt, [_seed_path(pt.workspace, seed)])
     errors = [d for d in check.diagnostics if d.severity == "error"]
     put_facts(pt, run_id, 0, errors, Tree(pt.workspace))
     return len(errors)

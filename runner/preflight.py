@@ -16,7 +16,7 @@ Public API (the CLI, `pt run fix` and agent servers use these):
     cand = build_from_nodes(pt, [NodeEdit("fn:src/a.rs::f", "Edit", new_code)])
     report = run_preflight(pt, cand)     # PreflightReport: .verdict "passed" | "failed",
                                          # .candidate_id, .diagnostics, .diff, .as_dict()
-    run, baseline_id = check_tree(pt, ["src/a.rs"])   # the tree as it is (errors to fix)
+    run, baseline_id, warnings = check_tree(pt, ["src/a.rs"])   # the tree as it is (errors to fix)
 
 Then `runner.apply.apply_candidate(pt, report.candidate_id, approve)` writes a passed candidate
 and `runner.apply.undo_change(pt, change_id)` restores.
@@ -266,10 +266,11 @@ class _Runner:
                            note=f"{len(run.tests)} tests run: {', '.join(names)}")
 
 
-def check_tree(pt: Pt, files: list) -> tuple[cargo.CargoRun, str]:
+def check_tree(pt: Pt, files: list) -> tuple[cargo.CargoRun, str, list]:
     """`cargo check` of the user's tree as it is (in the mirror, never in the tree), scoped as a
     candidate editing `files` would be. Stored as that tree's baseline, so the PreFlights that
-    follow compare against it without checking the same tree again. -> (run, baseline id)."""
+    follow compare against it without checking the same tree again. -> (run, baseline id,
+    warnings: what the mirror could not hold, e.g. a path dependency containing the workspace)."""
     policy = _policy(pt)
     scope = _scope(pt, files)
     mirror = Mirror(pt.workspace)
@@ -285,7 +286,7 @@ def check_tree(pt: Pt, files: list) -> tuple[cargo.CargoRun, str]:
         bid = runner.baseline("cargo", scope.key(), run)
         if not out:  # stored already: the run is needed for its spans and suggestions
             out.append(runner.start_cargo().wait())
-    return out[0], bid
+    return out[0], bid, runner.warnings
 
 
 def run_preflight(pt: Pt, cand: Candidate, error_gate: str = "", max_new_warnings: int = -2) -> PreflightReport:

@@ -204,3 +204,15 @@ def test_the_flow_modules_stay_below_the_cli():
         text = (repo / mod).read_text()
         bad = re.findall(r"^\s*(?:import click|from click|from \.(?:cli\w*|context|models) import)", text, re.M)
         assert bad == [], f"{mod}: {bad}"
+
+
+@needs_cargo
+def test_a_path_dependency_the_mirror_cannot_hold_is_named(tmp_path):
+    """A dependency on a directory that contains the workspace cannot be put in the mirror: the
+    run says so plainly (a warning naming it) instead of only cargo's manifest error."""
+    outer = _crate(tmp_path / "outer", "outer", {"src/lib.rs": "pub fn base() -> usize {\n    1\n}\n"})
+    ws = _crate(outer / "inner", "inner", {"src/lib.rs": "pub fn f() -> usize {\n    outer::base()\n}\n"},
+                deps='outer = { path = ".." }\n')
+    r = _pt(ws, "run", "fix", "--seed", "src/lib.rs", "--dry-run", "--json")
+    doc = json.loads(r.stdout)
+    assert any("contains the workspace itself" in w and "'..'" in w for w in doc["warnings"]), doc
