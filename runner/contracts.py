@@ -23,7 +23,10 @@ REQUIRED_KEYS = ("id", "version", "summary", "reads", "writes")
 KIND_KEYS = {"schema": {"schema_rev"}, "pattern": {"codes"}, "write": set(), "query": set()}
 PARAM_KEYS = {"type", "required", "default", "doc", "enum"}
 
-PATTERN_HEADERS = ["diag", "alt", "tier", "file_path", "start", "end", "replacement", "note"]
+# A pattern's rows, one per text edit (patterns/README.md): the columns, in order, and their types.
+PATTERN_COLUMNS = {"diag": int, "alt": int, "tier": int, "file_path": str, "start": int, "end": int,
+                   "replacement": str, "note": str}
+PATTERN_HEADERS = list(PATTERN_COLUMNS)
 PATTERN_PARAMS = {"run_id": "String", "round": "Int"}
 _CODE = re.compile(r"^E\d{4}$")
 

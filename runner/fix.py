@@ -33,15 +33,12 @@ from typing import Callable
 from ..adapters import cargo
 from .api import Pt
 from .candidate import build_from_texts
+from .contracts import PATTERN_COLUMNS
 from .diffs import changed_lines
 from .errors import GateFailed, PtError, UsageError
 from .fix_text import Offsets, Tree, apply_edits, diag_dict, put_facts
 from .flows import flow
 from .preflight import check_tree, run_preflight
-
-# What a pattern program returns, one row per text edit (patterns/README.md), and the types.
-PATTERN_COLUMNS = {"diag": int, "alt": int, "tier": int, "file_path": str, "start": int, "end": int,
-                   "replacement": str, "note": str}
 
 
 @dataclass

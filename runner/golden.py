@@ -19,7 +19,6 @@ A fix pattern's case names a small crate and a seed file instead of facts:
 """
 from __future__ import annotations
 
-import difflib
 import json
 import shutil
 import tempfile
@@ -31,7 +30,9 @@ import yaml
 
 from ..adapters.store import open_store
 from .api import Pt
+from .diffs import unified_diff
 from .errors import PtError, UsageError
+from .fix_text import Tree, apply_edits
 from .programs import PACKAGE_ROOT, Program, Registry
 
 GOLDEN_ROOT = PACKAGE_ROOT / "golden"
@@ -191,7 +192,6 @@ def _pattern_case(pt: Pt, case: Case, spec: dict, prog: Program) -> str:
     at = {"run_id": run_id}
     diags = pt.store.run("?[diag, file_path, line, col, code, message] := *fix_diag{run_id: $run_id, round: 0, "
                          "diag, file_path, line, col, code, message}", at).rows
-    texts = dict(pt.store.run("?[f, t] := *fix_file{run_id: $run_id, round: 0, file_path: f, text: t}", at).rows)
     out = [f"# program: {prog.id}", f"# crate: {src.relative_to(PACKAGE_ROOT)}, seed: {spec['seed']}",
            f"# errors (cargo check): {len(diags)}"]
     out += [f"  [{d}] {f}:{line}:{col} {code}: {msg}" for d, f, line, col, code, msg in sorted(diags)]
@@ -203,37 +203,22 @@ def _pattern_case(pt: Pt, case: Case, spec: dict, prog: Program) -> str:
     for r in rows:
         cands.setdefault((r["diag"], r["alt"]), []).append(r)
     out.append(f"# candidates: {len(cands)}")
+    tree = Tree(pt.workspace)  # round 0: the texts the facts were taken from
     for (diag, alt), edits in sorted(cands.items()):
         tiers = sorted({e["tier"] for e in edits})
         notes = sorted({e["note"] for e in edits})
         out.append(f"## diag {diag} alt {alt}, tier {'/'.join(map(str, tiers))}: {'; '.join(notes)}")
-        out += edits_diff(texts, edits)
+        out += edits_diff(tree, edits)
     return "\n".join(out) + "\n"
 
 
-def edits_diff(texts: dict[str, str], edits: list[dict]) -> list[str]:
-    """The edits ([start, end) character offsets into the round's texts) applied, as a unified diff."""
-    lines: list[str] = []
-    by_file: dict[str, list] = {}
-    for e in edits:
-        by_file.setdefault(e["file_path"], []).append((e["start"], e["end"], e["replacement"]))
-    for f, es in sorted(by_file.items()):
-        old = texts.get(f)
-        es.sort()
-        if old is None or any(not (0 <= s <= e <= len(old)) for s, e, _ in es):
-            lines.append(f"   (edit outside the text of {f})")
-            continue
-        if any(s2 < e1 or (s2 == s1 == e1) for (s1, e1, _), (s2, _, _) in zip(es, es[1:])):
-            lines.append(f"   (edits overlap in {f}: not one candidate)")
-            continue
-        new = old
-        for s, e, r in reversed(es):
-            new = new[:s] + r + new[e:]
-        diff = list(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                         f"a/{f}", f"b/{f}", n=1))
-        lines += [ln.rstrip("\n") if ln.endswith("\n") else ln + "  (no newline at end)" for ln in diff] \
-            or [f"   (no change to {f})"]
-    return lines
+def edits_diff(tree: Tree, edits: list[dict]) -> list[str]:
+    """One candidate's edits spliced in as `pt run fix` does (runner/fix_text.py), as the unified
+    diff the user would be shown."""
+    new = apply_edits(tree, [(e["file_path"], e["start"], e["end"], e["replacement"]) for e in edits])
+    if new is None:
+        return ["   (no candidate: the edits overlap, fall outside the text or change nothing)"]
+    return unified_diff([(f, tree.get(f), text) for f, text in new.items()]).splitlines()
 
 
 def _portable(pt: Pt, message: str) -> str:

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from parseltongue.runner import golden as G
+from parseltongue.runner.fix_text import Tree
 from parseltongue.runner.programs import PATTERNS_DIR, Registry
 
 pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="needs cargo")
@@ -40,19 +41,20 @@ def test_a_pattern_change_shows_in_the_diff(ws):
     assert G.run_case(case, "mem").ok
 
 
-def test_edits_diff_shows_what_a_candidate_does_or_why_it_is_none():
-    text = "fn a() {\n    1\n}\n"
+def test_edits_diff_shows_what_a_candidate_does_or_that_it_is_none(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "lib.rs").write_text("fn a() {\n    1\n}\n")
+    tree = Tree(tmp_path)
     edit = lambda s, e, r: {"file_path": "src/lib.rs", "start": s, "end": e, "replacement": r}  # noqa: E731
-    assert G.edits_diff({"src/lib.rs": text}, [edit(13, 14, "2"), edit(0, 0, "pub ")]) == [
+    assert G.edits_diff(tree, [edit(13, 14, "2"), edit(0, 0, "pub ")]) == [
         "--- a/src/lib.rs", "+++ b/src/lib.rs", "@@ -1,3 +1,3 @@",
         "-fn a() {", "-    1", "+pub fn a() {", "+    2", " }"]
-    assert G.edits_diff({"src/lib.rs": text}, [edit(0, 5, "x"), edit(3, 4, "y")]) == [
-        "   (edits overlap in src/lib.rs: not one candidate)"]
-    assert G.edits_diff({"src/lib.rs": text}, [edit(0, 0, "a"), edit(0, 0, "b")]) == [
-        "   (edits overlap in src/lib.rs: not one candidate)"]  # two inserts at one point: order unknown
-    assert G.edits_diff({"src/lib.rs": text}, [edit(0, 99, "")]) == ["   (edit outside the text of src/lib.rs)"]
-    assert G.edits_diff({}, [edit(0, 0, "")]) == ["   (edit outside the text of src/lib.rs)"]
-    assert G.edits_diff({"src/lib.rs": text}, [edit(0, 2, "fn")]) == ["   (no change to src/lib.rs)"]
+    none = ["   (no candidate: the edits overlap, fall outside the text or change nothing)"]
+    assert G.edits_diff(tree, [edit(0, 5, "x"), edit(3, 4, "y")]) == none
+    assert G.edits_diff(tree, [edit(0, 0, "a"), edit(0, 0, "b")]) == none  # two inserts at one point: order unknown
+    assert G.edits_diff(tree, [edit(0, 99, "")]) == none
+    assert G.edits_diff(tree, [edit(0, 2, "fn")]) == none
+    assert G.edits_diff(tree, [dict(edit(0, 0, "x"), file_path="src/nope.rs")]) == none
 
 
 def test_a_seed_case_of_a_rule_is_refused(pt, ws):
