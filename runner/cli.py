@@ -321,6 +321,10 @@ cli.add_command(_context_cmd)  # pt context
 cli.add_command(_run_group)  # pt run fix
 cli.add_command(_models_group)  # pt models ensure / verify / embed
 
+from .cli_mcp import mcp as _mcp_cmd  # noqa: E402
+
+cli.add_command(_mcp_cmd)  # pt mcp
+
 
 # ------------------------------------------------------------------ entry point
 

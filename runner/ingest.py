@@ -189,9 +189,19 @@ def _run_together(pt: Pt, steps: list[Step]) -> None:
             pt.run(*step)
 
 
-def _progress(enabled: bool, total: int, label: str):
+def _progress(enabled, total: int, label: str):
+    """A step(n) / close() pair: a bar on stderr when `enabled` is True; when it is a callable
+    (the MCP server's progress notifications), it is called with (label, done, total)."""
     if not enabled or total == 0:
         return lambda n: None, lambda: None
+    if callable(enabled):
+        done = [0]
+
+        def report(n: int) -> None:
+            done[0] += n
+            enabled(label, done[0], total)
+
+        return report, lambda: None
     state = {"done": 0, "last": 0.0}
 
     def step(n: int) -> None:
@@ -216,7 +226,7 @@ class _Update:
     batch's facts, touched files and - for a small update - its edges go in together."""
 
     def __init__(self, pt: Pt, ws: Path, report: IngestReport, timings: dict, *, cold: bool,
-                 stored: dict[str, str], defer_text: bool, jobs: int, progress: bool) -> None:
+                 stored: dict[str, str], defer_text: bool, jobs: int, progress) -> None:
         self.pt, self.ws, self.report, self.timings = pt, ws, report, timings
         self.cold, self.stored, self.defer_text, self.jobs, self.progress = cold, stored, defer_text, jobs, progress
         self.text_deferred = False
@@ -307,7 +317,7 @@ class _Update:
             tw = time.perf_counter()
             self.flush()
             self.timings["write_s"] += time.perf_counter() - tw
-        step, close = _progress(self.progress and bulk, len(to_resolve), "pt ingest: resolving")
+        step, close = _progress(self.progress if bulk else False, len(to_resolve), "pt ingest: resolving")
         for i in range(0, len(some), RESOLVE_BATCH_FILES):
             batch = some[i:i + RESOLVE_BATCH_FILES]
             nodes = sorted({n for f in batch for n in partial[f]})
@@ -338,7 +348,7 @@ class _Update:
 
 
 def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | None = None,
-           use_cargo: bool = True, progress: bool = False, jobs: int | None = None,
+           use_cargo: bool = True, progress=False, jobs: int | None = None,
            layout: cargo.Layout | None = None) -> IngestReport:
     """Bring the graph up to date with the files on disk (all, or just `paths`)."""
     t0 = time.perf_counter()
