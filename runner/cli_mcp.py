@@ -14,7 +14,6 @@ from pathlib import Path
 import click
 
 from .api import STATE_DIR, default_db, find_workspace
-from .errors import UsageError
 
 
 @click.group("mcp", invoke_without_command=True)
@@ -36,10 +35,11 @@ def hook() -> None:
 
 
 def _event() -> dict:
+    """The hook's event; anything unreadable is an empty event (a hook must never block the agent)."""
     try:
-        doc = json.loads(sys.stdin.read() or "{}")
-    except ValueError:
-        raise UsageError("the hook's input is not JSON") from None
+        doc = json.loads(sys.stdin.read().strip() or "{}")
+    except (ValueError, UnicodeDecodeError):
+        return {}
     return doc if isinstance(doc, dict) else {}
 
 

@@ -37,9 +37,9 @@ pt_two_hop / pt_context, propose node-addressed edits with pt_propose (never edi
 directly while fixing), iterate on its diagnostics, show the user the proven diff and call
 pt_apply with confirm: true only after they agree. pt_undo reverts an applied change."""
 
-READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
-WRITES_GRAPH = ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=True, openWorldHint=False)
-WRITES_TREE = ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=False, openWorldHint=False)
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+WRITES_GRAPH = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+WRITES_TREE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
 
 Workspace = Annotated[str | None, Field(
     description="A directory inside the server's workspace (default: the server's workspace itself).")]
