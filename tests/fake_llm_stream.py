@@ -28,8 +28,10 @@ import itertools
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Callable
+
+from fake_llm import FakeLLM
 
 Step = Callable[[dict], list]
 
@@ -98,22 +100,16 @@ def _sse(event: str, data: dict) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-class ScriptedLLM:
+class ScriptedLLM(FakeLLM):
+    """FakeLLM's loopback server with a streaming, scripted handler."""
+
     def __init__(self, steps: list[Step], model: str = "claude-sonnet-4-5"):
         self.steps = steps
         self.model = model
-        self.requests: list[dict] = []
         self.tool_calls: list[tuple[str, dict]] = []
         self.errors: list[str] = []  # a step that raised: the reply says so and the test can see it
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        super().__init__()  # the server, with the handler below
 
     @property
     def tool_results(self) -> list[tuple[str, bool, str]]:
@@ -220,9 +216,7 @@ class ScriptedLLM:
         return Handler
 
     def __enter__(self) -> "ScriptedLLM":
-        self._thread.start()
-        return self
+        return self.start()
 
     def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self.stop()
