@@ -51,6 +51,8 @@ class StatusResult(BaseModel):
     schema_rev: int = 0
     rows: dict[str, int] = Field(default_factory=dict, description="Rows per relation.")
     stale_files: dict[str, int] = Field(default_factory=dict, description="new / changed / deleted files since the last ingest.")
+    checks: list[dict[str, Any]] = Field(default_factory=list, description="With checks: what `pt doctor` checks (name, ok, detail, fix, required).")
+    models: list[dict[str, Any]] = Field(default_factory=list, description="With checks: the local models pt knows (`pt models ls`); all optional.")
 
 
 class IngestResult(BaseModel):
@@ -231,21 +233,30 @@ class Tools:
 
     # ------------------------------------------------------------ graph
 
-    def status(self, workspace: Workspace = None) -> StatusResult:
+    def status(self, checks: Annotated[bool, Field(description="Also check the machine (cargo, rustc, rust-analyzer, the database: `pt doctor`) and list the local models.")] = False,
+               workspace: Workspace = None) -> StatusResult:
         """The graph of the workspace: whether it exists, its schema revision, rows per relation,
-        and how many files changed since the last ingest."""
+        and how many files changed since the last ingest; with checks, the toolchain and models."""
+        from types import SimpleNamespace
+
         from .watch import stale_files
 
         ws = self.workspace(workspace)
         db = (self.db if ws == self.root else None) or default_db(ws)
+        extra = {}
+        if checks:
+            from ..adapters import models
+            from .doctor import run_checks
+
+            extra = {"checks": run_checks(SimpleNamespace(workspace=ws, db=db)), "models": models.ls()}
         if db != "mem" and not Path(db).is_file():
-            return StatusResult(workspace=str(ws), db=db, graph=False)
+            return StatusResult(workspace=str(ws), db=db, graph=False, **extra)
         with self.open(workspace) as pt:
             rows = {r["relation"]: r["rows"] for r in pt.query("meta.status")}
             stale = stale_files(pt)
             return StatusResult(workspace=str(pt.workspace), db=pt.store.path or "mem", graph=True,
                                 schema_rev=pt.current_rev(), rows=dict(sorted(rows.items())),
-                                stale_files={k: len(v) for k, v in stale.items()})
+                                stale_files={k: len(v) for k, v in stale.items()}, **extra)
 
     def ingest(self, paths: Annotated[list[str] | None, Field(description="Files to re-ingest (default: the whole workspace; unchanged files are skipped).")] = None,
                workspace: Workspace = None, ctx: Context | None = None) -> IngestResult:

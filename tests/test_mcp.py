@@ -98,6 +98,11 @@ def test_status_ingest_with_progress_query_two_hop_context(tmp_path):
 
         err, st = await call("pt_status")
         assert st["graph"] and st["rows"]["isg_nodes"] == rep["nodes"] and sum(st["stale_files"].values()) == 0
+        assert st["checks"] == [] and st["models"] == []  # only when asked: the checks run processes
+        err, st = await call("pt_status", checks=True)
+        by_name = {c["name"]: c for c in st["checks"]}
+        assert by_name["cargo"]["ok"] and by_name["database"]["ok"] and "schema rev" in by_name["database"]["detail"]
+        assert isinstance(st["models"], list)
 
         err, q = await call("pt_query", program="ingest.node_at", params={"file": "src/report.rs", "byte": 200})
         assert not err and q["program"] == "ingest.node_at" and q["rows"][0]["id"] == "fn:src/report.rs::count_by_name"
