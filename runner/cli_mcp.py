@@ -6,6 +6,7 @@ protocol only; pt's logs go to stderr.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 import click
 
 from .api import STATE_DIR, default_db, find_workspace
+from .errors import PtError
+from .output import echo_err
 
 
 @click.group("mcp", invoke_without_command=True)
@@ -32,6 +35,23 @@ def mcp(ctx: click.Context) -> None:
 @mcp.group("hook")
 def hook() -> None:
     """The Claude Code plugin's hooks: they read the hook's JSON event on stdin."""
+
+
+def _never_blocking(fn):
+    """A hook's failure is one line on stderr and exit 1: Claude Code treats exit 2 as the hook
+    blocking the agent, which a stale graph never warrants."""
+
+    @functools.wraps(fn)
+    def run(*args, **kw):
+        try:
+            return fn(*args, **kw)
+        except PtError as exc:
+            echo_err(f"parseltongue hook: {exc.message}")
+        except Exception as exc:  # noqa: BLE001 - no traceback reaches the session
+            echo_err(f"parseltongue hook: internal error: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}")
+        sys.exit(1)
+
+    return run
 
 
 def _event() -> dict:
@@ -55,6 +75,7 @@ def _graph_workspace(c, event: dict) -> Path | None:
 
 @hook.command("post-edit")
 @click.pass_obj
+@_never_blocking
 def post_edit(c) -> None:
     """After Edit/Write of a .rs file: re-ingest that file (silent on success)."""
     event = _event()
@@ -80,6 +101,7 @@ def post_edit(c) -> None:
 
 @hook.command("session-start")
 @click.pass_obj
+@_never_blocking
 def session_start(c) -> None:
     """At session start: one line of `pt status` when the workspace has a graph."""
     ws = _graph_workspace(c, _event())

@@ -146,6 +146,13 @@ def test_hooks_ingest_an_edited_file_and_report_status(plugin, tmp_path):
         r = _hook(plugin, "post-edit", dict(event, tool_input={"file_path": path}), ws)
         assert r.returncode == 0 and r.stdout == r.stderr == ""
 
+    # a failure says so in one line and exits 1, never 2 (which would block the agent)
+    (ws / ".parseltongue" / "graph.db").write_bytes(b"not a database" * 100)
+    for name, ev in (("post-edit", event), ("session-start", {"cwd": str(ws)})):
+        r = _hook(plugin, name, ev, ws)
+        assert r.returncode == 1 and r.stdout == "", r
+        assert r.stderr.splitlines()[-1].startswith("parseltongue hook: cannot open sqlite database"), r.stderr
+
 
 # ------------------------------------------------------------------ headless runs against a scripted model
 
