@@ -14,7 +14,8 @@ import json
 from ..adapters import llm
 from .api import Pt
 from .errors import UsageError
-from .preflight import build_from_diff, ensure_fresh, run_preflight, unified_diff
+from .candidate import build_from_texts, ensure_fresh
+from .preflight import run_preflight
 
 
 def _splice(data: bytes, edits: list) -> bytes:
@@ -38,11 +39,9 @@ def prove_edits(pt: Pt, edits: list[dict]) -> dict:
     by_file: dict[str, list] = {}
     for e in accepted:
         by_file.setdefault(e.file, []).append(e)
-    rows = []
-    for rel, es in sorted(by_file.items()):
-        base = (pt.workspace / rel).read_bytes()
-        rows.append((rel, base, _splice(base, es)))
-    cand = build_from_diff(pt, unified_diff(rows).encode("utf-8"))
+    cand = build_from_texts(pt, {rel: _splice((pt.workspace / rel).read_bytes(), es) for rel, es in by_file.items()})
+    if cand is None:
+        raise UsageError("proposal refused, nothing checked: the edits change nothing")
     # 'new': errors the tree already has do not fail the candidate, so one error can be fixed at
     # a time; errors_after tells the agent whether it is done.
     rep = run_preflight(pt, cand, error_gate="new")
