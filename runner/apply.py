@@ -21,6 +21,17 @@ undo    1. `codegraph.undo_plan` - asserts no file changed since the apply (a fi
 A process killed at any point leaves each file with its old or its new bytes (rename is atomic)
 and a history that `pt undo` can finish: killed after 3 and before all of 4, the change is
 recorded and the files not yet written still hold their old bytes, which undo leaves alone.
+
+Public API (the CLI and agent servers use these):
+
+    from parseltongue.runner.apply import apply_candidate, candidate_diff, undo_change
+    candidate_diff(pt, candidate_id)                       # what would be written, as a diff
+    rep = apply_candidate(pt, candidate_id, approve=lambda diff: True)   # ApplyReport
+    rep.change_id, rep.files                               # [{path, action}]
+    undo_change(pt, rep.change_id)                         # UndoReport; None: the newest change
+
+Both raise GateFailed (nothing written) when a gate refuses - not passed, a file changed since,
+not approved - and UsageError for an unknown id.
 """
 from __future__ import annotations
 
