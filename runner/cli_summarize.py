@@ -1,0 +1,75 @@
+"""`pt summarize [PATHS] [--model NAME] [--budget-s N]`: one-line node summaries (runner/summarize.py).
+
+Registered in runner/cli.py with `cli.add_command(summarize_cmd)`.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ..adapters import models as M
+from .errors import UsageError
+from .output import echo_err, emit
+from .summarize import Summarizer, eta_line, summarize_changed
+
+
+@click.command("summarize")
+@click.argument("paths", nargs=-1)
+@click.option("--model", "model", default=M.DEFAULT_MODEL, show_default=True, metavar="NAME",
+              help="A model of the registry (`pt models ls`).")
+@click.option("--budget-s", type=click.FloatRange(min=0), default=None, metavar="N",
+              help="Stop after N seconds; the rest is summarised on the next run.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.pass_context
+def summarize_cmd(ctx: click.Context, paths: tuple, model: str, budget_s: float | None, as_json: bool) -> None:
+    """One-line summaries of the leaf items under PATHS (all files by default) whose code changed
+    since they were last summarised by --model; progress and an ETA on stderr."""
+    from .cli import Ctx
+
+    tty = sys.stderr.isatty()
+    last = [0.0]
+
+    def progress(done: int, total: int, elapsed: float) -> None:
+        if tty:
+            sys.stderr.write("\r" + eta_line(done, total, elapsed) + "\033[K")
+            sys.stderr.flush()
+        elif done == total or time.monotonic() - last[0] >= 10:  # a log line now and then, not a flood
+            last[0] = time.monotonic()
+            echo_err(eta_line(done, total, elapsed))
+
+    with ctx.find_object(Ctx).open() as pt:
+        rels = [_relative(pt.workspace, p) for p in paths]
+        try:
+            s = Summarizer.load(model)
+        except M.ModelUnavailable as exc:
+            raise UsageError(str(exc)) from None
+        try:
+            report = summarize_changed(pt, s, rels, budget_s, progress=progress)
+        finally:
+            s.close()
+            if tty:
+                sys.stderr.write("\n")
+    if as_json:
+        emit(report, True)
+        return
+    st = report["by_status"]
+    click.echo(f"{report['summarized']} nodes summarised by {report['model']} in {report['seconds']}s "
+               f"({report['nodes_per_s']} nodes/s): {st['ok']} ok, {st['empty']} empty, {st['garbage']} garbage"
+               + (f"; {report['left']} left (--budget-s)" if report["left"] else ""))
+
+
+def _relative(workspace: Path, path: str) -> str:
+    """A path argument (workspace-relative, as for `pt ingest`, or absolute inside it) as the prefix
+    the graph stores: posix, a directory with a trailing slash."""
+    p = Path(path)
+    full = (p if p.is_absolute() else workspace / p).resolve()
+    try:
+        rel = full.relative_to(workspace.resolve()).as_posix()
+    except ValueError:
+        raise UsageError(f"{path} is outside the workspace {workspace}") from None
+    if not full.exists():
+        raise UsageError(f"{path} does not exist in the workspace {workspace}")
+    return "" if rel == "." else rel + ("/" if full.is_dir() else "")
