@@ -115,7 +115,8 @@ Rules:
   in it; make it just long enough to be unique. "replace" is what it becomes.
 - Make the smallest change that fixes the errors; do not delete code to silence an error, do not
   reformat, do not change public signatures unless the error requires it.
-- A node marked truncated shows only its beginning: edit only text you can see.
+- A node marked truncated shows only its beginning: edit only text you can see. A node marked
+  "signature only" or "summary only" shows no code body: do not edit it.
 - If you cannot fix the errors, answer {"edits": []}."""
 
 
@@ -138,6 +139,8 @@ def build_prompt(diagnostics: list[dict], context: list[dict],
         where = f"{row.get('kind', '')}, {row.get('file_path', '')}"
         if row.get("line_start"):
             where += f":{row['line_start']}-{row.get('line_end', row['line_start'])}"
+        if row.get("tier") in ("signature", "summary"):
+            where += f", {row['tier']} only"  # the context pyramid: no body shown
         if row.get("truncated"):
             where += ", truncated"
         parts += [f"=== START {row['id']} === ({where})", row.get("code") or "", f"=== END {row['id']} ==="]

@@ -61,12 +61,14 @@ def context_pack(pt: Pt, seeds: list[str], budget_tokens: int = 4000, query: str
 
 
 def render_text(rows: list[dict]) -> str:
-    """The pack as a model sees it: one fenced block per node, between START/END beacons."""
+    """The pack as a model sees it: one block per node (its code, or only its signature or summary),
+    between START/END beacons."""
     out = ["=== CONTEXT START ==="]
     for r in rows:
         tag = "seed" if r["is_seed"] else f"rank {r['rank']}"
         cut = ", truncated" if r["truncated"] else ""
-        out.append(f"--- {r['id']} ({tag}; {r['file_path']}:{r['line_start']}-{r['line_end']}{cut})")
+        tier = f", {r['tier']} only" if r.get("tier") in ("signature", "summary") else ""
+        out.append(f"--- {r['id']} ({tag}; {r['file_path']}:{r['line_start']}-{r['line_end']}{tier}{cut})")
         if r["code"]:
             out.append(r["code"])
     out.append("=== CONTEXT END ===")
