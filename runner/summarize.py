@@ -60,6 +60,8 @@ def clean(text: str) -> Answer:
     line = re.sub(r"</?code>|\*\*", "", line)
     line = re.sub(r"\s+", " ", line).strip().strip('"').strip()
     line = _BOILER.sub("", line)  # "is a function that returns x" -> "returns x": the kind is known
+    whole = [w.lower() for w in _WORD.findall(line)]
+    looping = len(whole) >= 8 and len(set(whole)) < 0.5 * len(whole)  # "is a simple version of x. is a ..."
     m = re.search(r"(?<=[a-z0-9)`])\. ", line)  # the first sentence (not "e.g. " inside a word run)
     if m:
         line = line[:m.start() + 1]
@@ -73,7 +75,7 @@ def clean(text: str) -> Answer:
     garbage = (len(words) < 3  # a name or a fragment, not a sentence
                or _CODEISH.match(line) is not None  # the code echoed back
                or letters < 0.6 * len(line.replace(" ", ""))  # mostly symbols
-               or len(set(words)) < 0.5 * len(words))  # a loop: "is a simple version of ..." again and again
+               or looping or len(set(words)) < 0.5 * len(words))  # a loop, in the line or the sentence
     return Answer("" if garbage else line, "garbage" if garbage else "ok", line)
 
 
