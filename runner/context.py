@@ -60,9 +60,14 @@ def context_pack(pt: Pt, seeds: list[str], budget_tokens: int = 4000, query: str
                                         "qvec": qvec, **params}, {"use_vectors": bool(qvec)}).dicts()
 
 
-def render_text(rows: list[dict]) -> str:
+def findings(pt: Pt, rows: list[dict]) -> list[dict]:
+    """A4 anti-patterns (rules/a4/findings.cozo) among the pack's nodes: advice, never a gate."""
+    return pt.query("a4.findings", nodes=[r["id"] for r in rows]) if rows else []
+
+
+def render_text(rows: list[dict], found: list[dict] | None = None) -> str:
     """The pack as a model sees it: one block per node (its code, or only its signature or summary),
-    between START/END beacons."""
+    between START/END beacons; then the A4 findings among those nodes, one line each."""
     out = ["=== CONTEXT START ==="]
     for r in rows:
         tag = "seed" if r["is_seed"] else f"rank {r['rank']}"
@@ -71,6 +76,9 @@ def render_text(rows: list[dict]) -> str:
         out.append(f"--- {r['id']} ({tag}; {r['file_path']}:{r['line_start']}-{r['line_end']}{tier}{cut})")
         if r["code"]:
             out.append(r["code"])
+    if found:
+        out.append("--- A4 findings (risky code near the error; advice, not errors)")
+        out += [f"{f['id']}: [{f['rule']}] {f['message']}: {f['evidence']}" for f in found]
     out.append("=== CONTEXT END ===")
     return "\n".join(out)
 
@@ -85,8 +93,9 @@ def render_text(rows: list[dict]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.pass_context
 def context(ctx: click.Context, seeds: tuple, budget: int, query: str, vectors: bool, as_json: bool) -> None:
-    """The context pack for SEEDS (node ids or FILE:LINE): seeds' code first, then ranked neighbours,
-    cut to --budget tokens in a stable order."""
+    """The context pack for SEEDS (node ids or FILE:LINE): seeds' code first, then ranked neighbours
+    as a pyramid under --budget tokens (signatures, summaries, code while it fits), in a stable
+    order; then the A4 findings among them."""
     from .cli import Ctx
 
     encoder = None
@@ -101,14 +110,16 @@ def context(ctx: click.Context, seeds: tuple, budget: int, query: str, vectors: 
         with ctx.find_object(Ctx).open() as pt:
             ids = seed_ids(pt, list(seeds))
             rows = context_pack(pt, ids, budget, query, encoder)
+            found = findings(pt, rows)
     finally:
         if encoder is not None:
             encoder.close()
     if as_json:
-        emit({"seeds": ids, "budget_tokens": budget, "tokens": sum(r["tokens"] for r in rows), "nodes": rows}, True)
+        emit({"seeds": ids, "budget_tokens": budget, "tokens": sum(r["tokens"] for r in rows), "nodes": rows,
+              "findings": found}, True)
     else:
-        click.echo(render_text(rows))
+        click.echo(render_text(rows, found))
         echo_err(f"({len(rows)} nodes, {sum(r['tokens'] for r in rows)} of {budget} tokens)")
 
 
-__all__ = ["context", "context_pack", "render_text", "seed_ids"]
+__all__ = ["context", "context_pack", "findings", "render_text", "seed_ids"]

