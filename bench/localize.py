@@ -7,8 +7,10 @@ For each fault case of the public corpus (`../shared/corpus/`: a real crate from
      on top of a per-crate graph of the pristine crate, exactly as `pt ingest` after an edit;
   2. runs `cargo check --message-format=json` and maps every error's spans to nodes
      (`ingest.node_at`): primary spans first, in rustc's order, then the other labelled spans;
-  3. asks `retrieval.merge_rank_context` for the ranked context under three configurations -
-     graph only, graph + full text, graph + full text + vectors - with the identifiers quoted in the
+  3. asks `retrieval.merge_rank_context` for the ranked context under four configurations -
+     graph only, graph + full text, graph + full text over the one-line summaries too (--summaries:
+     the pristine graph's summaries from bench/context.py --summarize, the fault's changed nodes
+     summarised again), graph + full text + vectors - with the identifiers quoted in the
      diagnostics as the text query and the embedded diagnostic as the vector query;
   4. reports recall@1/5/10/20 of the *mutated node*: the innermost node whose span contains the
      mutation's span in the broken file (for a pure deletion, the node around the deletion point).
@@ -20,6 +22,7 @@ are the diagnostics and the graph. The case's answer (mutated file and span) is 
     .venv/bin/python bench/localize.py --limit 150 --json   # every case, one JSON object on stdout
     .venv/bin/python bench/localize.py --no-vectors         # skip the encoder (graph, graph+text)
     .venv/bin/python bench/localize.py --cases 'P00[1-9]'   # regex on case ids
+    .venv/bin/python bench/localize.py --summaries --no-vectors --crates 'hex|glob'   # with summaries
 
 Vectors need `pip install 'parseltongue[local]'` and `pt models ensure`; without them the
 graph+text+vectors column is reported as not run (never silently equal to graph+text).
@@ -45,6 +48,7 @@ KS = (1, 5, 10, 20)
 CONFIGS = {  # name -> (Jinja vars, extra params) of retrieval.merge_rank_context
     "graph": ({"use_text": False, "use_vectors": False}, {}),
     "graph+text": ({"use_text": True, "use_vectors": False}, {}),
+    "graph+text+summaries": ({"use_text": True, "use_vectors": False, "use_summaries": True}, {}),
     "graph+text+vectors": ({"use_text": True, "use_vectors": True}, {}),
 }
 _TICKED = re.compile(r"`([^`]+)`")
@@ -229,7 +233,7 @@ def crate_nodes(common, crate: str, work: Path, pristine: dict) -> int:
 
 
 def run_case(common, meta: dict, work: Path, encoder, configs: list[str], limit: int, pristine: dict,
-             max_nodes: int = 0) -> dict:
+             max_nodes: int = 0, summarizer=None) -> dict:
     from parseltongue.adapters.store import open_store
     from parseltongue.runner.api import Pt
     from parseltongue.runner.ingest import ingest
@@ -254,6 +258,10 @@ def run_case(common, meta: dict, work: Path, encoder, configs: list[str], limit:
             from parseltongue.adapters.embeddings import embed_changed
 
             res["vectors_updated"] = embed_changed(pt, encoder)["embedded"]
+        if summarizer is not None:
+            from parseltongue.runner.summarize import summarize_changed
+
+            res["summaries_updated"] = summarize_changed(pt, summarizer)["summarized"]
         res["update_s"] = round(time.perf_counter() - t, 3)
         res["files_parsed"] = rep.files_parsed
 
@@ -270,7 +278,7 @@ def run_case(common, meta: dict, work: Path, encoder, configs: list[str], limit:
         res["ranks"] = {}
         for name in configs:
             params = {"seeds": seeds, "query": query, "qvec": qvec, "limit": limit}
-            if encoder:
+            if encoder and "vectors" in name:
                 params["model"] = encoder.model_id
             t = time.perf_counter()
             vars_, extra = CONFIGS[name]
@@ -306,6 +314,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=40, help="cases, spread evenly over the list (0: all)")
     ap.add_argument("--context", type=int, default=50, help="ranked nodes asked for")
     ap.add_argument("--no-vectors", action="store_true", help="do not load an encoder")
+    ap.add_argument("--summaries", action="store_true",
+                    help="also rank with full text over summaries (load the summarizer for the changed nodes)")
+    ap.add_argument("--crates", help="regex on crate directory names")
     ap.add_argument("--max-crate-nodes", type=int, default=0,
                     help="with vectors: skip cases whose crate graph has more nodes (embedding is slow)")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -321,15 +332,23 @@ def main() -> None:
         except Exception as exc:  # noqa: BLE001 - reported, and the vector column is skipped
             why = str(exc)
             log(f"vectors not run: {why}")
-    configs = [c for c in CONFIGS if encoder or "vectors" not in c]
-    cases = load_cases(args.corpus, args.cases, args.limit)
+    summarizer = None
+    if args.summaries:
+        from parseltongue.runner.summarize import Summarizer
+
+        summarizer = Summarizer.load()
+    configs = [c for c in CONFIGS if (encoder or "vectors" not in c) and (summarizer or "summaries" not in c)]
+    cases = load_cases(args.corpus, args.cases, 0 if args.crates else args.limit)
+    if args.crates:
+        cases = [c for c in cases if re.search(args.crates, c["crate"])]
     args.work.mkdir(parents=True, exist_ok=True)
     log(f"{len(cases)} cases, configurations: {', '.join(configs)}")
     results, pristine = [], {}
     t0 = time.perf_counter()
     for i, meta in enumerate(cases, 1):
         try:
-            r = run_case(common, meta, args.work, encoder, configs, args.context, pristine, args.max_crate_nodes)
+            r = run_case(common, meta, args.work, encoder, configs, args.context, pristine, args.max_crate_nodes,
+                         summarizer)
         except Exception as exc:  # noqa: BLE001 - one broken case must not stop the benchmark
             r = {"id": meta["id"], "crate": meta["crate"], "error": f"{type(exc).__name__}: {exc}"}
         results.append(r)
