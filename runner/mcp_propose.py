@@ -25,7 +25,7 @@ def _splice(data: bytes, edits: list) -> bytes:
 
 
 def prove_edits(pt: Pt, edits: list[dict]) -> dict:
-    """-> {verdict, candidate_id, diff, errors_after, new_errors, diagnostics, nodes}."""
+    """-> {verdict, candidate_id, diff, errors_after, new_errors, diagnostics, nodes, signature_changes}."""
     parsed, refused = llm.parse_reply(json.dumps({"edits": edits}))
     ids = sorted({e.node_id for e in parsed})
     spans = {r["id"]: r for r in pt.query("codegraph.node_spans", ids=ids)}
@@ -50,4 +50,10 @@ def prove_edits(pt: Pt, edits: list[dict]) -> dict:
     new_errors = sum(1 for d in rep.diagnostics if d["is_new"] and d["severity"] == "error")
     return {"verdict": "passed" if rep.verdict == "passed" else "failed", "candidate_id": rep.candidate_id,
             "diff": rep.diff, "errors_after": errors_after, "new_errors": new_errors,
-            "diagnostics": rep.diagnostics, "nodes": sorted({e.node_id for e in accepted})}
+            "diagnostics": rep.diagnostics, "nodes": sorted({e.node_id for e in accepted}),
+            "signature_changes": signature_changes(pt, rep.candidate_id)}
+
+
+def signature_changes(pt: Pt, candidate_id: str) -> list[dict]:
+    """The public signatures the candidate changes (fix.signature_changes): [{node_id, before, after}]."""
+    return pt.query("fix.signature_changes", candidate_id=candidate_id)

@@ -24,7 +24,7 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
 from .api import Pt, default_db
-from .errors import PtError, UsageError
+from .errors import GateFailed, PtError, UsageError
 
 INSTRUCTIONS = """\
 Parseltongue (pt) keeps an interface graph of this cargo workspace and proves Rust edits compile
@@ -124,6 +124,7 @@ class ProposeResult(BaseModel):
     new_errors: int = Field(description="Errors the edits introduced.")
     diagnostics: list[dict[str, Any]] = Field(description="The candidate's diagnostics per node; is_new marks those it introduced.")
     nodes: list[str] = Field(description="The nodes the edits touch.")
+    signature_changes: list[dict[str, str]] = Field(description="Public signatures the edits change (node_id, before, after): pt_apply needs allow_signature_change, i.e. the user's word.")
 
 
 class ApplyResult(BaseModel):
@@ -372,7 +373,8 @@ class Tools:
                 workspace: Workspace = None) -> ProposeResult:
         """Prove the agent's node-addressed edits: they are spliced into copies of the files and
         checked by PreFlight (cargo check in a mirror). Never writes the tree. Returns the
-        verdict, the diagnostics (new ones marked), the diff and a candidate id for pt_apply."""
+        verdict, the diagnostics (new ones marked), the diff, the public signatures it changes and
+        a candidate id for pt_apply (a later proposal touching the same node supersedes it)."""
         from .mcp_propose import prove_edits
 
         with self.open(workspace) as pt:
@@ -381,14 +383,22 @@ class Tools:
 
     def apply(self, candidate_id: Annotated[str, Field(min_length=8, description="A candidate that passed PreFlight (from pt_fix or pt_propose).")],
               confirm: Annotated[bool, Field(description="Must be true: the user has seen the diff and approved it.")] = False,
+              allow_signature_change: Annotated[bool, Field(description="The user agreed to the public signature changes pt_propose listed.")] = False,
               workspace: Workspace = None) -> ApplyResult:
         """Write a candidate that passed PreFlight into the tree, atomically; refuses one that did
-        not pass or whose files changed since. Needs confirm: true (ask the user first)."""
+        not pass, whose files changed since, or that changes a public signature without
+        allow_signature_change. Needs confirm: true (ask the user first)."""
         from .apply import apply_candidate
+        from .mcp_propose import signature_changes
 
         if confirm is not True:
             raise UsageError("pt_apply writes files: show the user the diff, and pass confirm: true once they approve")
         with self.open(workspace) as pt:
+            changes = signature_changes(pt, candidate_id)
+            if changes and not allow_signature_change:
+                raise GateFailed(f"candidate {candidate_id[:12]} changes the public signature of {changes[0]['node_id']}"
+                                 f"{f' and {len(changes) - 1} more' if len(changes) > 1 else ''}; nothing written "
+                                 f"(pass allow_signature_change: true once the user agrees)")
             rep = apply_candidate(pt, candidate_id, approve=lambda diff: True)
         return ApplyResult(change_id=rep.change_id, candidate_id=rep.candidate_id, files=rep.files)
 

@@ -79,21 +79,24 @@ def last_tool_result(body: dict) -> dict:
 
 
 _NOT_YET = "No such tool available"
+MAX_RETRIES = 60  # ~30 s of a server that does not connect, then the script gives up (and says so)
 
 
-def _progress_of(body: dict) -> tuple[int, bool]:
-    """(the script step the conversation is at, whether the last turn must be retried). A turn all
-    of whose tool calls came back "No such tool available" (the MCP server was still connecting)
-    does not count: the step is asked again."""
+def _progress_of(body: dict) -> tuple[int, int]:
+    """(the script step the conversation is at, how many times in a row the last step was
+    retried). A turn all of whose tool calls came back "No such tool available" (the MCP server
+    was still connecting) does not count: the step is asked again."""
     failed = {b.get("tool_use_id") for b in tool_results(body) if _NOT_YET in _result_text(b)}
-    n, retry = 0, False
+    n, retries = 0, 0
     for m in body.get("messages", []):
         if m.get("role") != "assistant":
             continue
         uses = [b.get("id") for b in m.get("content") or [] if isinstance(b, dict) and b.get("type") == "tool_use"]
-        retry = bool(uses) and all(u in failed for u in uses)
-        n += 0 if retry else 1
-    return n, retry
+        if uses and all(u in failed for u in uses):
+            retries += 1
+        else:
+            n, retries = n + 1, 0
+    return n, retries
 
 
 def _sse(event: str, data: dict) -> bytes:
@@ -129,8 +132,11 @@ class ScriptedLLM(FakeLLM):
     def reply_blocks(self, body: dict) -> list[dict]:
         if not body.get("tools"):
             return [text("ok")]
-        n, retry = _progress_of(body)
-        if retry:  # the CLI had not connected the MCP server yet: wait a little, then ask again
+        n, retries = _progress_of(body)
+        if retries >= MAX_RETRIES:
+            self.errors.append(f"step {n}: the MCP server did not connect ({retries} tries)")
+            return [text("The MCP server never connected.")]
+        if retries:  # the CLI had not connected the MCP server yet: wait a little, then ask again
             time.sleep(0.5)
         if n >= len(self.steps):
             return [text("done")]

@@ -192,8 +192,25 @@ def test_propose_refuses_a_wrong_edit_and_proves_a_good_one(tmp_path):
         assert good["nodes"] == [node] and "+    42" in good["diff"]
         assert lib.read_bytes() == before  # proving never writes the tree
 
+        assert good["signature_changes"] == []
+
         err, app = await call("pt_apply", candidate_id=good["candidate_id"], confirm=True)
-        assert not err and "42" in lib.read_text()
+        assert not err and "42" in lib.read_text(), app
+        assert cargo_check(ws).returncode == 0
+        err, undo = await call("pt_undo")
+        assert not err and lib.read_bytes() == before
+
+        # compiles too, but changes what a pub fn promises: pt_apply wants the user's word for it
+        err, sig = await call("pt_propose", edits=[{"node": node, "find": "-> u32 {\n    compute_the_answer_somehow()",
+                                                    "replace": "-> u64 {\n    42"}])
+        assert not err and sig["verdict"] == "passed", sig
+        assert sig["signature_changes"] == [{"node_id": node, "before": "pub fn answer() -> u32",
+                                             "after": "pub fn answer() -> u64"}]
+        err, msg = await call("pt_apply", candidate_id=sig["candidate_id"], confirm=True)
+        assert err and msg.startswith("pt: failed: ") and "changes the public signature of fn:src/lib.rs::answer" in msg
+        assert lib.read_bytes() == before
+        err, app = await call("pt_apply", candidate_id=sig["candidate_id"], confirm=True, allow_signature_change=True)
+        assert not err and "pub fn answer() -> u64" in lib.read_text()
         assert cargo_check(ws).returncode == 0
 
     _run(ws, body)

@@ -202,8 +202,8 @@ def test_fix_command_end_to_end_applies_the_proven_fix(claude, plugin, tmp_path)
     assert seen["apply"]["files"] == [{"path": "src/report.rs", "action": "modified"}]
     assert b"use std::collections::HashMap;\n" in (ws / "src" / "report.rs").read_bytes()
     assert cargo_check(ws).returncode == 0
-    print("\n".join(f"{n.removeprefix(TOOL)} {json.dumps(a)}" for n, a in fake.tool_calls))
-    print(seen["fix"]["diff"])
+    print("\n".join(f"{n.removeprefix(TOOL)} {json.dumps(a)}" for n, a in fake.tool_calls))  # (-s: the run's excerpt)
+    print(seen["fix"]["diff"] + events[-1]["result"])
 
 
 def test_fix_command_wrong_proposal_is_refused_and_the_tree_unchanged(claude, plugin, tmp_path):
