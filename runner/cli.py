@@ -17,6 +17,7 @@ from . import golden as G
 from . import programs as P
 from .api import Pt, default_db, find_workspace
 from .errors import GateFailed, PtError, UsageError
+from .flows import check as check_flows
 from .output import emit, echo_err
 
 
@@ -279,6 +280,9 @@ def test_cmd(c: Ctx, path: str | None, update: bool, engine: str, as_json: bool)
     """Run golden cases (all, or those under PATH / of a program id)."""
     registry = P.Registry(c.workspace)
     registry.check()  # every program's contract (file:line, exit 2)
+    bad_steps = check_flows(registry)  # every declared flow step names such a program
+    if bad_steps:
+        raise UsageError("\n".join(bad_steps))
     roots = [r for r in (G.GOLDEN_ROOT, c.workspace / ".parseltongue" / "golden") if r.is_dir()]
     only = path
     if path and Path(path).is_dir():

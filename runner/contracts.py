@@ -4,7 +4,7 @@ Every program: `id` (its path), `version`, `summary`, `reads`, `writes`, and onl
 Its `$params` are declared (`params:`), each with a known type; a default has that type and an
 `enum` lists the only values allowed. Kinds add their own rules:
 
-- schema   (`schema_rev: N`): creates relations; an integer revision.
+- schema   (`schema_rev: N`): creates relations; an integer revision, in rules/schema/rev_NNN.cozo.
 - pattern  (under `patterns/`): `codes` (rustc codes, or "*"), params `run_id` and `round`
            only required ones, `writes: []`, and its rows are exactly PATTERN_HEADERS.
 - write    (non-empty `writes`) and query (`writes: []`): the common rules.
@@ -22,6 +22,7 @@ COMMON_KEYS = {"id", "version", "summary", "params", "vars", "reads", "writes", 
 REQUIRED_KEYS = ("id", "version", "summary", "reads", "writes")
 KIND_KEYS = {"schema": {"schema_rev"}, "pattern": {"codes"}, "write": set(), "query": set()}
 PARAM_KEYS = {"type", "required", "default", "doc", "enum"}
+VAR_KEYS = {"default", "doc"}
 
 # A pattern's rows, one per text edit (patterns/README.md): the columns, in order, and their types.
 PATTERN_COLUMNS = {"diag": int, "alt": int, "tier": int, "file_path": str, "start": int, "end": int,
@@ -89,8 +90,20 @@ def check_meta(where: str, text: str, pid: str, meta: dict) -> str:
         val = meta[key]
         if not isinstance(val, list) or not all(isinstance(r, str) for r in val):
             raise ValueError(f"{where}:{key_line(text, key)}: {key} must be a list of relation names")
-    if kind == "schema" and (not isinstance(meta["schema_rev"], int) or meta["schema_rev"] < 1):
-        raise ValueError(f"{where}:{key_line(text, 'schema_rev')}: schema_rev must be a positive integer")
+    for key in ("params", "vars"):
+        if not isinstance(meta.get(key) or {}, dict):
+            raise ValueError(f"{where}:{key_line(text, key)}: {key} must be a mapping of names to specs")
+    for name, spec in (meta.get("vars") or {}).items():
+        if isinstance(spec, dict) and set(spec) - VAR_KEYS:
+            raise ValueError(f"{where}:{key_line(text, str(name), 'vars')}: var {name}: unknown keys "
+                             f"{sorted(set(spec) - VAR_KEYS)} (allowed: {', '.join(sorted(VAR_KEYS))})")
+    if kind == "schema":
+        rev = meta["schema_rev"]
+        if not isinstance(rev, int) or isinstance(rev, bool) or rev < 1:
+            raise ValueError(f"{where}:{key_line(text, 'schema_rev')}: schema_rev must be a positive integer")
+        if pid != f"schema.rev_{rev:03d}":
+            raise ValueError(f"{where}:{key_line(text, 'schema_rev')}: schema_rev {rev} belongs in "
+                             f"rules/schema/rev_{rev:03d}.cozo")
     if kind == "pattern":
         _check_pattern_meta(where, text, meta)
     return kind

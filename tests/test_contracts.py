@@ -101,6 +101,9 @@ RULE_CASES = [
     (QUERY.replace("{type: Int, default: 1}", "{type: Int, required: true, default: 1}"), 6,
      "a required param has no use for a default"),
     (QUERY.replace("?[n] := n = $n", "?[n] := n = $n + $m"), 10, "$m is not a declared param (declared: n)"),
+    # was: exit 3, "internal error: AttributeError: 'list' object has no attribute 'items'"
+    (QUERY.replace("# params:\n#   n: {type: Int, default: 1}", "# params: [n]"), 5, "params must be a mapping of names to specs"),
+    (QUERY.replace("# reads: []", "# vars:\n#   k: {default: 1, type: Int}\n# reads: []"), 8, "var k: unknown keys ['type']"),
 ]
 
 
@@ -112,6 +115,15 @@ def test_a_rule_breaking_its_contract_is_file_line_exit_2(pt, ws, text, line, ne
         assert r.code == 2, (args, r.code, r.err)
         assert f"{path}:{line}: " in r.err and needle in r.err, (args, r.err)
         assert len(r.err.strip().splitlines()) == 1, r.err
+
+
+def test_a_schema_revision_lives_in_its_numbered_file(pt, ws):
+    path = write_rule(ws, "schema/rev_901.cozo", "# ---\n# id: schema.rev_901\n# version: 1\n# schema_rev: 900\n"
+                      "# summary: test migration\n# reads: []\n# writes: [pt_meta]\n# ---\n"
+                      "{?[key, value] <- [['schema_rev', 900]] :put pt_meta {key => value}}\n")
+    r = pt("-C", str(ws), "status")
+    assert r.code == 2, (r.code, r.err)
+    assert f"{path}:4: schema_rev 900 belongs in rules/schema/rev_900.cozo" in r.err, r.err
 
 
 def test_strings_and_comments_are_not_code(pt, ws):
@@ -187,3 +199,18 @@ def test_a_programs_own_assert_message_is_shown(pt, ws):
     # two_hop's own check of its var: max_hops above hop_limit
     r = pt("-C", str(ws), "query", "two_hop", "-p", "seeds=x", "-p", "max_hops=9")
     assert r.code == 2 and "max_hops is above the hop_limit var" in r.err, r.err
+
+
+def test_pt_test_checks_every_flow_step_names_a_program(pt, ws, monkeypatch, tmp_path):
+    from parseltongue.runner import flows
+
+    declared = tmp_path / "flow.yaml"
+    declared.write_text("summary: a test flow\nsteps:\n  - step: facts\n    program: fix.no_such_step\n")
+    monkeypatch.setattr(flows, "_path", lambda name: declared)
+    flows.flow.cache_clear()
+    try:
+        r = pt("-C", str(ws), "test", "meta.status")
+    finally:
+        flows.flow.cache_clear()
+    assert r.code == 2, (r.code, r.err)
+    assert f"{declared}: step facts: no program 'fix.no_such_step'" in r.err, r.err
