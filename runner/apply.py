@@ -21,6 +21,7 @@ undo    1. `codegraph.undo_plan` - asserts no file changed since the apply (a fi
 A process killed at any point leaves each file with its old or its new bytes (rename is atomic)
 and a history that `pt undo` can finish: killed after 3 and before all of 4, the change is
 recorded and the files not yet written still hold their old bytes, which undo leaves alone.
+The programs are the steps of rules/codegraph/flow.yaml.
 
 Public API (the CLI and agent servers use these):
 
@@ -46,6 +47,7 @@ from ..adapters.fs import atomic_write, digest
 from .api import Pt
 from .diffs import unified_diff
 from .errors import GateFailed, UsageError
+from .flows import flow
 from .preflight import gate_reason
 
 # adapters.fs.atomic_write names its temp file `.{name}.pt-tmp-{pid}`
@@ -127,14 +129,14 @@ class UndoReport:
 
 
 def newest_passed(pt: Pt) -> str:
-    rows = pt.query("preflight.latest", state="passed", limit=1)
+    rows = flow("codegraph").query(pt, "newest", state="passed", limit=1)
     if not rows:
         raise UsageError("no candidate has passed PreFlight (run `pt preflight` first)")
     return rows[0]["candidate_id"]
 
 
 def candidate_files(pt: Pt, candidate_id: str) -> tuple[list[dict], str]:
-    rows = pt.query("preflight.candidate", candidate_id=candidate_id)
+    rows = flow("codegraph").query(pt, "candidate", candidate_id=candidate_id)
     if not rows:
         raise UsageError(f"unknown candidate {candidate_id!r} (see `pt query preflight.latest`)")
     return rows, rows[0]["state"]
@@ -172,7 +174,7 @@ def apply_candidate(pt: Pt, candidate_id: str | None = None,
 
     change_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f".{time.time_ns() % 1_000_000_000:09d}-{cid[:8]}"
     try:
-        pt.run("codegraph.approve_flip", {
+        flow("codegraph").run(pt, "flip", {
             "candidate_id": cid, "change_id": change_id, "now": time.time(),
             "disk_hashes": {f: _hash(b) for f, b in before.items()}, "before_text": before_text,
             "after_text": {f: t.decode("utf-8") for f, t in after.items()},
@@ -198,7 +200,7 @@ def apply_candidate(pt: Pt, candidate_id: str | None = None,
 
 
 def newest_change(pt: Pt) -> str:
-    for r in pt.query("codegraph.history", limit=1000):
+    for r in flow("codegraph").query(pt, "history", limit=1000):
         if not r["undone"]:
             return r["change_id"]
     raise UsageError("nothing to undo")
@@ -208,13 +210,13 @@ def undo_change(pt: Pt, change_id: str | None = None) -> UndoReport:
     t0 = time.perf_counter()
     ws = pt.workspace
     change_id = change_id or newest_change(pt)
-    hist = [r for r in pt.query("codegraph.history", limit=100000) if r["change_id"] == change_id]
+    hist = [r for r in flow("codegraph").query(pt, "history", limit=100000) if r["change_id"] == change_id]
     if not hist:
         raise UsageError(f"unknown change {change_id!r} (see `pt query codegraph.history`)")
     files = list(hist[0]["files"])
     disk = {f: _disk(ws, f) for f in files}
     try:
-        plan = pt.query("codegraph.undo_plan", change_id=change_id, disk_hashes={f: _hash(b) for f, b in disk.items()})
+        plan = flow("codegraph").query(pt, "undo_plan", change_id=change_id, disk_hashes={f: _hash(b) for f, b in disk.items()})
     except GateFailed as exc:
         raise GateFailed(f"undo refused, nothing written: {gate_reason(exc)}") from None
 
@@ -236,7 +238,7 @@ def undo_change(pt: Pt, change_id: str | None = None) -> UndoReport:
             done.append({"path": f, "action": "restored"})
     after = {f: _hash(_disk(ws, f)) for f in files}
     try:
-        pt.run("codegraph.record_undo", {"change_id": change_id, "disk_hashes": after})
+        flow("codegraph").run(pt, "record_undo", {"change_id": change_id, "disk_hashes": after})
     except GateFailed as exc:
         raise GateFailed(f"files restored but the undo could not be recorded: {gate_reason(exc)}") from None
     reingested = _reingest(pt, files)

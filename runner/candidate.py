@@ -10,7 +10,8 @@ Three ways to build one, each refreshing the graph for the files involved first:
     build_from_diff(pt, patch_bytes)                                        # `pt preflight --diff`
     build_from_texts(pt, {"src/a.rs": new_bytes})                           # `pt run fix`
 
-Which node a changed region belongs to is a rule (`preflight.edit_nodes`).
+Which node a changed region belongs to is a rule (`preflight.edit_nodes`); the programs used are
+steps of rules/preflight/flow.yaml.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from ..adapters.mirror import SKIP_DIRS
 from .api import Pt
 from .diffs import Region, apply_hunks, changed_regions, parse_diff, unified_diff
 from .errors import UsageError
+from .flows import flow
 
 
 @dataclass
@@ -148,13 +150,13 @@ def ensure_fresh(pt: Pt, files: list[str]) -> None:
     from what was ingested (and the whole workspace if it was never ingested)."""
     from .ingest import ingest
 
-    if not pt.query("ingest.layout"):
+    if not flow("preflight").query(pt, "ingested"):
         ingest(pt.workspace, pt.store)
         return
     rs = [f for f in files if f.endswith(".rs")]
     if not rs:
         return
-    stored = {r["file_path"]: r["hash"] for r in pt.query("ingest.file_hashes", files=rs)}
+    stored = {r["file_path"]: r["hash"] for r in flow("preflight").query(pt, "hashes", files=rs)}
     stale = []
     for f in rs:
         data = read_text_file(pt.workspace, f)
@@ -187,7 +189,7 @@ def build_from_nodes(pt: Pt, edits: list[NodeEdit]) -> Candidate:
     wanted = sorted({e.id for e in edits} | {e.after for e in edits if e.action == "Create" and e.after})
 
     def lookup() -> dict:
-        return {r["id"]: r for r in pt.query("codegraph.node_spans", ids=wanted)}
+        return {r["id"]: r for r in flow("preflight").query(pt, "spans", ids=wanted)}
 
     # Freshness first, then the spans again: re-ingesting a changed file moves them.
     spans = lookup()
@@ -311,7 +313,7 @@ def _with_nodes(pt: Pt, changes: list[FileChange]) -> Candidate:
     (refreshed) graph, `preflight.edit_nodes`."""
     ensure_fresh(pt, [c.path for c in changes])
     flat = [(c, r) for c in changes if c.base is not None for r in c.regions]
-    rows = pt.query("preflight.edit_nodes", regions=[[i, c.path, r.start, r.end] for i, (c, r) in enumerate(flat)]) if flat else []
+    rows = flow("preflight").query(pt, "edit_nodes", regions=[[i, c.path, r.start, r.end] for i, (c, r) in enumerate(flat)]) if flat else []
     by_region = {r["region"]: r for r in rows}
     # A region outside every node the graph knows (a manifest, a file not ingested, the very end
     # of a file) makes the whole file the edited node - and then every region of that file, or

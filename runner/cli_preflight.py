@@ -141,7 +141,9 @@ def _resolve_candidate(pt, prefix: str | None) -> str | None:
     """A candidate id or a unique prefix of one (the text output shows 16 characters)."""
     if not prefix:
         return None
-    ids = [r["candidate_id"] for r in pt.query("preflight.latest", limit=100000) if r["candidate_id"].startswith(prefix)]
+    from .flows import flow
+
+    ids = [r["candidate_id"] for r in flow("preflight").query(pt, "latest", limit=100000) if r["candidate_id"].startswith(prefix)]
     if len(ids) == 1:
         return ids[0]
     if not ids:

@@ -1,10 +1,9 @@
 """Flows as declared: each flow's steps - the programs it runs, in order - in one YAML file.
 
 `rules/<flow>/flow.yaml` lists a flow's steps (`step`: the name the Python side uses, `program`:
-the rule program it runs, `does`: one line for a reader). runner/fix.py and runner/preflight.py run
-their programs only through it (`flow("fix").run(pt, "facts", {...})`): a step that is not
-declared cannot run. (The candidate builders' node lookups in runner/candidate.py are not flow
-steps.) `check()` finds declared programs that do not exist
+the rule program it runs, `does`: one line for a reader). runner/fix.py, runner/candidate.py,
+runner/preflight.py and runner/apply.py run their programs only through it
+(`flow("fix").run(pt, "facts", {...})`): a step that is not declared cannot run. `check()` finds declared programs that do not exist
 (tests/test_fix_flow.py runs it).
 
     from parseltongue.runner.flows import flow
@@ -23,7 +22,7 @@ import yaml
 from .api import Pt
 from .errors import UsageError
 
-FLOWS = ("fix", "preflight")
+FLOWS = ("fix", "preflight", "codegraph")  # codegraph: apply and undo
 
 
 @dataclass(frozen=True)
