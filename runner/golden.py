@@ -19,6 +19,7 @@ A fix pattern's case names a small crate and a seed file instead of facts:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -183,8 +184,9 @@ def _pattern_case(pt: Pt, case: Case, spec: dict, prog: Program) -> str:
     src = (PACKAGE_ROOT if "/" in spec["fixture"] else FIXTURES_ROOT) / spec["fixture"]  # examples/x: the repo's
     if not (src / "Cargo.toml").is_file():
         raise UsageError(f"{case.path}: no fixture crate {src}")
-    shutil.copytree(src, pt.workspace, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("target", ".parseltongue", "Cargo.lock"))
+    registry = pt.registry
+    pt = Pt(_fixture_copy(src), pt.store)  # the same store; a workspace whose mirror stays warm
+    pt.registry = registry
     pt.ensure_schema()
     run_id = "golden"
     seed_facts(pt, spec["seed"], run_id)
@@ -210,6 +212,28 @@ def _pattern_case(pt: Pt, case: Case, spec: dict, prog: Program) -> str:
         out.append(f"## diag {diag} alt {alt}, tier {'/'.join(map(str, tiers))}: {'; '.join(notes)}")
         out += edits_diff(tree, edits)
     return "\n".join(out) + "\n"
+
+
+def _fixture_copy(src: Path) -> Path:
+    """A copy of the fixture crate at a path named by its content: cases of the same crate (and
+    both engines) share it, so its PreFlight mirror and cargo target dir stay warm (a cold
+    `cargo check` costs about twice a warm one). Cases only read it (a program error's compiled
+    text may land in its .parseltongue/, which is not part of the content)."""
+    skip = ("target", ".parseltongue", "Cargo.lock")
+    files = sorted(p for p in src.rglob("*") if p.is_file() and not set(skip) & set(p.relative_to(src).parts))
+    h = hashlib.blake2b(digest_size=8)
+    for p in files:
+        h.update(p.relative_to(src).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    dest = Path(tempfile.gettempdir()) / "pt-golden-crates" / f"{src.name}-{h.hexdigest()}"
+    if not dest.is_dir():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = Path(tempfile.mkdtemp(prefix=f".{src.name}-", dir=dest.parent))
+        shutil.copytree(src, part, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*skip))
+        try:
+            part.rename(dest)
+        except OSError:  # another run made it first: the same content
+            shutil.rmtree(part, ignore_errors=True)
+    return dest
 
 
 def edits_diff(tree: Tree, edits: list[dict]) -> list[str]:

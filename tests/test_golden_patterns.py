@@ -64,3 +64,18 @@ def test_a_seed_case_of_a_rule_is_refused(pt, ws):
     r = pt("-C", str(ws), "test", str(gdir))
     assert r.code == 2, r.err
     assert f"{gdir / 'crate.yaml'}: `seed` cases are for patterns and name a `fixture` crate" in r.err
+
+
+def test_a_fixture_copy_is_shared_until_the_crate_changes(tmp_path):
+    """Cases of one crate share a copy (its mirror stays warm); an edited crate never reuses a stale one."""
+    src = tmp_path / "crate"
+    shutil.copytree(G.FIXTURES_ROOT / "fix_make_pub", src)
+    first = G._fixture_copy(src)
+    assert G._fixture_copy(src) == first
+    assert (first / "src" / "lib.rs").read_text() == (src / "src" / "lib.rs").read_text()
+    (src / "target").mkdir()  # build output and state are not content
+    (src / "target" / "x").write_text("x")
+    assert G._fixture_copy(src) == first and not (first / "target").exists()
+    (src / "src" / "lib.rs").write_text((src / "src" / "lib.rs").read_text() + "\n// edited\n")
+    second = G._fixture_copy(src)
+    assert second != first and (second / "src" / "lib.rs").read_text().endswith("// edited\n")
