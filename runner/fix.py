@@ -37,6 +37,7 @@ from .contracts import PATTERN_COLUMNS
 from .diffs import changed_lines
 from .errors import GateFailed, PtError, UsageError
 from .fix_text import Offsets, Tree, apply_edits, diag_dict, put_facts
+from .a4 import fix_findings
 from .flows import flow
 from .preflight import check_tree, run_preflight
 
@@ -68,6 +69,7 @@ class FixReport:
     timings: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     explanation: list = field(default_factory=list)  # per node, the errors nothing fixed
+    findings: list = field(default_factory=list)  # A4 anti-patterns near the errors / in the change (advice)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -310,11 +312,13 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
              "partial": opts.partial, "dry_run": opts.dry_run}
     decision = run.flow.query(pt, "outcome", **facts)[0]
     applied: list = []
+    offered = None
     if decision["offer"]:
         from .apply import apply_candidate, candidate_diff
 
         report.candidate_id = run.final_candidate(chain[-1]["row"]["preflight_id"])
         report.diff = candidate_diff(pt, report.candidate_id)
+        offered = build_from_texts(pt, dict(run.tree.changed))  # before apply: its node texts, old and new
         if decision["apply"]:
             try:
                 rep = apply_candidate(pt, report.candidate_id, approve=approve)
@@ -326,6 +330,8 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
                 report.change_id, report.written = rep.change_id, rep.files
                 applied = [[c["round"], c["row"]["cand"]] for c in chain]
     report.outcome = decision["outcome"]
+    report.findings, notes = fix_findings(pt, run.run_id, offered)
+    run.warnings += notes
     if decision["explain"]:
         # the errors nothing fixed, as round 0 saw them (lines and nodes of the files on disk)
         report.explanation = run.flow.query(pt, "explain", run_id=run.run_id, round=0,
