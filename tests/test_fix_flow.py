@@ -185,9 +185,9 @@ def test_the_fix_flow_runs_no_program_it_does_not_declare():
     import re
 
     root = Path(__file__).resolve().parent.parent / "runner"
-    for mod in ("fix.py", "fix_text.py", "preflight.py", "candidate.py", "apply.py", "cli_fix.py", "cli_preflight.py"):
+    for mod in ("fix.py", "fix_text.py", "preflight.py", "candidate.py", "apply.py", "cli_fix.py", "cli_preflight.py", "a4.py"):
         text = (root / mod).read_text()
-        ids = re.findall(r"""(?:query|run)\(\s*["'](?:fix|preflight|codegraph|retrieval|ingest)\.[a-z_]+["']""", text)
+        ids = re.findall(r"""(?:query|run)\(\s*["'](?:fix|preflight|codegraph|retrieval|ingest|a4)\.[a-z_]+["']""", text)
         assert ids == [], f"{mod} runs programs by id, not through its flow's declaration: {ids}"
 
 
