@@ -113,9 +113,10 @@ class _Run:
         self.warnings.append(msg)
 
     def load_library(self) -> None:
-        pats = [[p.id, [str(c) for c in (p.meta.get("codes") or [])], p.summary, p.origin, str(p.path)] for p in _patterns(self.pt)]
-        for r in self.flow.run(self.pt, "library", {"patterns": pats}).dicts():
-            self.warn(f"pattern {r['id']} ({r['path']}) declares no codes; it is never selected")
+        """The patterns that keep their contract (so each declares codes); the others are warned
+        about when the run starts."""
+        pats = [[p.id, [str(c) for c in p.meta["codes"]], p.summary, p.origin, str(p.path)] for p in _patterns(self.pt)]
+        self.flow.run(self.pt, "library", {"patterns": pats})
 
     def preflight(self, cand):
         t0 = time.perf_counter()
