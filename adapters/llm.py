@@ -78,9 +78,10 @@ def _local_default_model(env: Mapping[str, str]) -> str:
 def config_from_env(env: Mapping[str, str] = os.environ, provider: str | None = None,
                     model: str | None = None) -> LlmConfig:
     """Explicit arguments win, then PT_LLM / PT_LLM_MODEL; without them the provider is anthropic
-    when ANTHROPIC_API_KEY is set, else none; PT_LLM_TIMEOUT sets the request limit. A local model defaults to PT_LLM_GGUF, then the
+    when ANTHROPIC_API_KEY (or its alias ANTHROPIC_KEY) is set, else none; PT_LLM_TIMEOUT sets the request limit. A local model defaults to PT_LLM_GGUF, then the
     model `pt models ensure` installed."""
-    chosen = (provider or env.get("PT_LLM") or ("anthropic" if env.get("ANTHROPIC_API_KEY") else "none"))
+    key = env.get("ANTHROPIC_API_KEY") or env.get("ANTHROPIC_KEY")  # ANTHROPIC_KEY: an accepted alias
+    chosen = (provider or env.get("PT_LLM") or ("anthropic" if key else "none"))
     chosen = chosen.strip().lower()
     if chosen not in PROVIDERS:
         raise LlmError(f"unknown LLM provider {chosen!r} (PT_LLM: one of {', '.join(PROVIDERS)})")
@@ -94,7 +95,7 @@ def config_from_env(env: Mapping[str, str] = os.environ, provider: str | None = 
     except ValueError:
         raise LlmError(f"PT_LLM_TIMEOUT must be a number of seconds, not {env.get('PT_LLM_TIMEOUT')!r}") from None
     return LlmConfig(provider=chosen, model=name, timeout_s=timeout, base_url=env.get("ANTHROPIC_BASE_URL") or None,
-                     api_key=env.get("ANTHROPIC_API_KEY") or None)
+                     api_key=key or None)
 
 
 # ------------------------------------------------------------------ prompt
@@ -173,7 +174,7 @@ def ask(config: LlmConfig, system: str, user: str) -> tuple[str, int, int]:
 def _ask_anthropic(config: LlmConfig, system: str, user: str) -> tuple[str, int, int]:
     import anthropic
 
-    key = config.api_key or os.environ.get("ANTHROPIC_API_KEY")
+    key = config.api_key or os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_KEY")
     if not key:
         raise LlmError("ANTHROPIC_API_KEY is not set")
     client = None

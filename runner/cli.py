@@ -331,6 +331,10 @@ from .cli_mcp import mcp as _mcp_cmd  # noqa: E402
 
 cli.add_command(_mcp_cmd)  # pt mcp
 
+from .dobby.cli import dobby as _dobby_group  # noqa: E402
+
+cli.add_command(_dobby_group)  # pt dobby serve / status / call / ensure-model / verify / shutdown
+
 
 # ------------------------------------------------------------------ entry point
 

@@ -1,0 +1,91 @@
+"""The one module that starts, joins and leaves Ray (PyPI `ray`, extra `dobby`).
+
+    from parseltongue.adapters import ray_runtime as R
+    R.connect(None)                 # a private single-node runtime on 127.0.0.1, owned by this process
+    R.connect("127.0.0.1:6380")     # join a cluster started with `ray start --head ...`
+    refs = R.map_batches(fn, batches)   # fn(batch) on the cluster, results in order
+    R.disconnect()                  # stops the processes this process started; a joined cluster stays
+
+Loopback only. On hosts like the ones this project is built on, Ray by default binds to and
+connects through the host's first non-loopback address and probes an outside address to learn
+it. A runtime that pt starts therefore names 127.0.0.1 as its node address, disables usage stats
+and the dashboard; tests, benchmarks and CI in addition start it only inside a network namespace
+that has nothing but loopback (`unshare -n`, see docs/dobby.md). Joining a real multi-machine
+cluster is the user's choice of address.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterable, Iterator
+
+LOOPBACK = "127.0.0.1"
+
+
+class RayUnavailable(Exception):
+    """Ray is not installed, or the runtime cannot be started or reached; says why."""
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailable("Ray is not installed (pip install 'parseltongue[dobby]')") from None
+    return ray
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
+    """Start a private runtime (address None) or join `address`. Returns what was done:
+    {"address", "owned": bool, "nodes": n}."""
+    # Before the import: Ray reads these when it starts its processes.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DISABLE_DOCKER_CPU_WARNING", "1")
+    ray = _ray()
+    if ray.is_initialized():
+        return {"address": address or "local", "owned": address is None, "nodes": len(ray.nodes())}
+    kwargs: dict[str, Any] = dict(configure_logging=False, log_to_driver=False, namespace="parseltongue")
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        where = f"the Ray cluster at {address}" if address else "a local Ray runtime"
+        raise RayUnavailable(f"cannot start or reach {where}: {first}") from None
+    return {"address": address or "local", "owned": address is None,
+            "nodes": sum(1 for n in ray.nodes() if n.get("Alive"))}
+
+
+def disconnect() -> None:
+    """Leave the runtime; a private one is stopped with every process it started."""
+    try:
+        import ray
+    except ImportError:
+        return
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def cluster_cpus() -> int:
+    ray = _ray()
+    return int(ray.cluster_resources().get("CPU", 0))
+
+
+def alive_nodes() -> int:
+    ray = _ray()
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
+def map_batches(fn: Callable[[Any], Any], batches: Iterable[Any], window: int | None = None) -> Iterator[Any]:
+    """fn(batch) as Ray tasks over the cluster, yielded in input order; at most `window` batches
+    in flight (default twice the cluster's CPUs) so results are consumed as they come."""
+    ray = _ray()
+    remote = ray.remote(num_cpus=1, max_retries=2)(fn)
+    window = window or max(2, 2 * cluster_cpus())
+    pending: list = []
+    for batch in batches:
+        pending.append(remote.remote(batch))
+        if len(pending) >= window:
+            yield ray.get(pending.pop(0))
+    while pending:
+        yield ray.get(pending.pop(0))

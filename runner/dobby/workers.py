@@ -1,0 +1,149 @@
+"""What Dobby's workers do. Plain classes; runner/dobby/pools.py makes them Ray actors.
+
+A CPU worker keeps each workspace's graph open for reading and runs only read-only programs
+(Cozo writes stay with Dobby's one writer): the agents A1 (seeder: the errors of the workspace
+and the nodes they fall in), A2 (two-hop retriever) and A3 (similarity retriever: full-text
+search), `pt query` and `pt context`. The LLM worker holds one llama.cpp model for completions,
+vectors and the N-line check.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+AGENTS = ("A1", "A2", "A3")
+
+
+def _db_target(workspace: Path, db: str | None) -> str:
+    from ..api import default_db
+
+    return db or default_db(workspace)
+
+
+class CpuWorker:
+    """A light worker: read-only graphs, warm across requests."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, str], Any] = {}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def _pt(self, workspace: str, db: str | None):
+        from ..api import Pt
+
+        ws = Path(workspace).resolve()
+        target = _db_target(ws, db)
+        key = (str(ws), target)
+        pt = self._open.get(key)
+        if pt is None:
+            if target != "mem" and not Path(target).is_file():
+                raise UsageError(f"no graph at {target} (run `pt ingest` first)")
+            pt = Pt.open(ws, target, init=False)
+            if pt.current_rev() != pt.latest_rev():  # migrating is a write: not a worker's job
+                rev = pt.current_rev()
+                pt.close()
+                raise UsageError(f"database schema rev {rev} is not this pt's (rev {pt.latest_rev()}): run `pt init`")
+            self._open[key] = pt
+        return pt
+
+    def query(self, workspace: str, db: str | None, program: str, cli_params: dict, params: dict,
+              vars: dict) -> dict:
+        """As `pt query`: `cli_params` are strings coerced by the declared types, `params` JSON values."""
+        from .. import programs as P
+
+        pt = self._pt(workspace, db)
+        prog = pt.registry.get(program)
+        if not prog.read_only:
+            raise UsageError(f"{prog.id} writes: it runs in Dobby's writer, not a worker")
+        res = pt.run(prog.id, {**P.coerce_cli_params(prog, cli_params), **params}, vars)
+        return {"program": prog.id, "headers": res.headers, "rows": res.rows}
+
+    def context(self, workspace: str, db: str | None, seeds: list, budget: int, query: str) -> dict:
+        from ..context import context_pack, seed_ids
+
+        pt = self._pt(workspace, db)
+        ids = seed_ids(pt, list(seeds))
+        rows = context_pack(pt, ids, budget, query, None)
+        return {"seeds": ids, "budget_tokens": budget, "tokens": sum(r["tokens"] for r in rows), "nodes": rows}
+
+    def run_task(self, agent: str, payload: dict) -> dict:
+        if agent not in AGENTS:
+            raise UsageError(f"unknown agent {agent!r} (one of {', '.join(AGENTS)})")
+        workspace = payload.get("workspace")
+        if not isinstance(workspace, str):
+            raise UsageError("run_task: payload.workspace (a directory) is required")
+        pt = self._pt(workspace, payload.get("db"))
+        t0 = time.perf_counter()
+        if agent == "A2":
+            params = {k: payload[k] for k in ("seeds", "max_hops", "cap_per_hop", "cap_per_node", "direction")
+                      if k in payload}
+            res = pt.run("retrieval.two_hop", params, payload.get("vars") or {})
+            out = {"headers": res.headers, "rows": res.rows}
+        elif agent == "A3":
+            params = {k: payload[k] for k in ("query", "k_text", "limit") if k in payload}
+            res = pt.run("retrieval.search", params)
+            out = {"headers": res.headers, "rows": res.rows}
+        else:
+            out = self._seed(pt, payload)
+        return {"agent": agent, **out, "elapsed_s": round(time.perf_counter() - t0, 4)}
+
+    def _seed(self, pt, payload: dict) -> dict:
+        """A1: `cargo check` of the workspace in a target dir of Dobby's own (never the user's
+        tree), each error placed in the graph node at its primary span."""
+        from ...adapters import cargo
+        from .config import home
+
+        ws = pt.workspace
+        target = home() / "dobby-target" / hashlib.sha256(str(ws).encode()).hexdigest()[:16]
+        run = cargo.check(ws, target_dir=target, timeout=float(payload.get("timeout_s", 600)))
+        errors = []
+        for d in run.diagnostics:
+            if d.severity != "error":
+                continue
+            node = None
+            if d.file and d.byte_start >= 0:
+                rows = pt.query("ingest.node_at", file=d.file, byte=d.byte_start)
+                node = rows[0]["id"] if rows else None
+            errors.append({"code": d.code, "message": d.message, "file": d.file, "line": d.line, "node_id": node})
+        return {"success": run.success, "errors": errors}
+
+
+class LlmWorker:
+    """One llama.cpp model (a GGUF of the registry), loaded when the worker opens."""
+
+    def __init__(self, name: str, path: str) -> None:
+        from ...adapters import llm as L
+
+        self.name, self.path = name, path
+        L.local_model(path)  # load now: an open LLM worker is a loaded model
+        self._encoder = None
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def completion(self, prompt: str, system: str, max_tokens: int, timeout_s: float) -> dict:
+        from ...adapters import llm as L
+
+        cfg = L.LlmConfig(provider="local", model=self.path, max_tokens=max_tokens, timeout_s=timeout_s)
+        text, tin, tout = L.ask(cfg, system, prompt)
+        return {"model": self.name, "text": text,
+                "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout}}
+
+    def embed(self, texts: list) -> dict:
+        from ...adapters.embeddings import LlamaCppEncoder
+
+        if self._encoder is None:
+            self._encoder = LlamaCppEncoder(self.path, self.name)
+        vecs = self._encoder.encode([str(t) for t in texts])
+        return {"model": self.name, "dim": self._encoder.dim, "vectors": vecs}
+
+    def verify(self, lines: int) -> dict:
+        from ...adapters.model_registry import verify_lines
+
+        return {"model": self.name, **verify_lines(self.path, lines)}
