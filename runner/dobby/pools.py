@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...adapters import model_registry as M
+from ...adapters import models as M
 from . import config as C
 from .workers import CpuWorker, LlmWorker
 
@@ -31,7 +31,26 @@ class WorkerDied(Exception):
 
 
 class PoolLimit(Exception):
-    """The pool is at its limit (count or memory)."""
+    """The pool is at its limit (count)."""
+
+
+class MemoryRefused(Exception):
+    """The memory guard refused to open a worker; the message gives the figures."""
+
+
+LLM_CONTEXT = 4096  # tokens of context an LLM worker's model is loaded with
+
+
+def free_mb() -> int:
+    """What the memory guard sees: MemAvailable, or $PT_MEM_AVAILABLE_MB (`serve --mem-limit-mb`)."""
+    return M.available_bytes() // 2**20
+
+
+def guard(need_mb: int, what: str) -> None:
+    free, margin = free_mb(), M.MARGIN_BYTES // 2**20
+    if need_mb + margin > free:
+        raise MemoryRefused(f"not opening {what}: it needs ~{need_mb} MB and {margin} MB to spare, "
+                            f"but only {free} MB are free")
 
 
 @dataclass
@@ -51,12 +70,11 @@ class Worker:
 
 
 class Pools:
-    def __init__(self, max_cpu: int | None = None, mem_limit_mb: int | None = None):
+    def __init__(self, max_cpu: int | None = None):
         import ray
 
         self._ray = ray
         self.max_cpu = min(C.MAX_CPU_WORKERS, max_cpu or C.MAX_CPU_WORKERS)
-        self.mem_limit_mb = mem_limit_mb
         self.cpu: dict[str, Worker] = {}
         self.llm: Worker | None = None
         self.llm_waiting = 0
@@ -71,11 +89,8 @@ class Pools:
 
     def cpu_limit(self) -> int:
         cores = int(self._ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-        by_memory = max(0, (M.free_mb(self.mem_limit_mb) - C.MEMORY_MARGIN_MB) // C.CPU_WORKER_MB) + len(self.cpu)
+        by_memory = max(0, (free_mb() - M.MARGIN_BYTES // 2**20) // C.CPU_WORKER_MB) + len(self.cpu)
         return max(0, min(self.max_cpu, cores, by_memory))
-
-    def free_mb(self) -> int:
-        return M.free_mb(self.mem_limit_mb)
 
     # ------------------------------------------------------------ open / close
 
@@ -87,8 +102,8 @@ class Pools:
         limit = self.cpu_limit()
         if len(self.cpu) >= limit:
             raise PoolLimit(f"the CPU pool is full ({len(self.cpu)} of {limit} workers: min({self.max_cpu} allowed, "
-                            f"the cluster's CPUs, {self.free_mb()} MB free / {C.CPU_WORKER_MB} MB a worker))")
-        M.check_fits(C.CPU_WORKER_MB, "a CPU worker", self.mem_limit_mb, C.MEMORY_MARGIN_MB)
+                            f"the cluster's CPUs, {free_mb()} MB free / {C.CPU_WORKER_MB} MB a worker))")
+        guard(C.CPU_WORKER_MB, "a CPU worker")
         actor = self._cpu_actor.remote()
         w = Worker(f"cpu-{next(self._ids)}", "cpu", actor, await actor.pid.remote())
         self.cpu[w.id] = w
@@ -100,13 +115,14 @@ class Pools:
                 if self.llm.model != name:
                     raise PoolLimit(f"the LLM worker {self.llm.id} holds {self.llm.model}; close it before opening {name}")
                 return self.llm
-            path = M.model_path(name)  # ModelError: not registered
-            M.check_fits(M.model_need_mb(name), f"an LLM worker with {name}", self.mem_limit_mb, M.MEMORY_MARGIN_MB)
-            actor = self._llm_actor.remote(name, str(path))
+            rec = M.get(name)  # ModelUnavailable: not ensured
+            size = os.path.getsize(rec.path) if os.path.isfile(rec.path) else rec.size
+            guard(M.needed_bytes(size, LLM_CONTEXT) // 2**20, f"an LLM worker with {name}")
+            actor = self._llm_actor.remote(name, rec.path, LLM_CONTEXT)
             try:
                 pid = await actor.pid.remote()
             except self._ray.exceptions.RayActorError as exc:
-                raise M.ModelError(f"the LLM worker could not load {name}: {_cause(exc)}") from None
+                raise M.ModelUnavailable(f"the LLM worker could not load {name}: {_cause(exc)}") from None
             self.llm = Worker(f"llm-{next(self._ids)}", "llm", actor, pid, model=name)
             return self.llm
 
@@ -136,7 +152,7 @@ class Pools:
                 return idle[0]
             try:
                 return await self._open_cpu()
-            except (PoolLimit, M.MemoryRefused):
+            except (PoolLimit, MemoryRefused):
                 if idle:
                     return idle[0]
                 raise

@@ -115,35 +115,38 @@ class CpuWorker:
 
 
 class LlmWorker:
-    """One llama.cpp model (a GGUF of the registry), loaded when the worker opens."""
+    """One llama.cpp model of the registry, loaded when the worker opens (adapters/models.py)."""
 
-    def __init__(self, name: str, path: str) -> None:
-        from ...adapters import llm as L
+    def __init__(self, name: str, path: str, n_ctx: int) -> None:
+        from ...adapters import models as M
 
         self.name, self.path = name, path
-        L.local_model(path)  # load now: an open LLM worker is a loaded model
+        self._llm = M.load_llama(path, n_ctx=n_ctx)  # the registry's RAM guard runs here too
         self._encoder = None
 
     def pid(self) -> int:
         return os.getpid()
 
-    def completion(self, prompt: str, system: str, max_tokens: int, timeout_s: float) -> dict:
-        from ...adapters import llm as L
+    def completion(self, prompt: str, max_tokens: int, stop: list) -> dict:
+        """A plain continuation (the packaged Gemma 3 270M is a base model), greedy from a
+        fresh state: the same prompt gives the same text."""
+        from ...adapters import models as M
 
-        cfg = L.LlmConfig(provider="local", model=self.path, max_tokens=max_tokens, timeout_s=timeout_s)
-        text, tin, tout = L.ask(cfg, system, prompt)
+        text = M.complete(self._llm, prompt, max_tokens, stop or None)
+        tin = len(self._llm.tokenize(prompt.encode("utf-8")))
+        tout = len(self._llm.tokenize(text.encode("utf-8"), add_bos=False)) if text else 0
         return {"model": self.name, "text": text,
                 "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout}}
 
     def embed(self, texts: list) -> dict:
-        from ...adapters.embeddings import LlamaCppEncoder
+        from ...adapters.embeddings import load_encoder
 
         if self._encoder is None:
-            self._encoder = LlamaCppEncoder(self.path, self.name)
+            self._encoder = load_encoder(self.name)
         vecs = self._encoder.encode([str(t) for t in texts])
         return {"model": self.name, "dim": self._encoder.dim, "vectors": vecs}
 
     def verify(self, lines: int) -> dict:
-        from ...adapters.model_registry import verify_lines
+        from ...adapters import models as M
 
-        return {"model": self.name, **verify_lines(self.path, lines)}
+        return M.verify(self.name, lines)
