@@ -123,16 +123,24 @@ def doctor(c: Ctx, as_json: bool) -> None:
 @click.option("--no-cargo", is_flag=True, help="Not a cargo workspace: ingest .rs files by path alone.")
 @click.option("-j", "--jobs", type=int, default=None, help="Parser processes (default: all cores).")
 @click.option("--hydrate", "with_hydrate", is_flag=True, help="Then add rust-analyzer facts to the changed files (as `pt hydrate`).")
+@click.option("--ray-address", metavar="ADDR", help="Parse on this Ray cluster (`ray start --head ...`); the graph is written here.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_ctx
-def ingest_cmd(c: Ctx, paths: tuple, no_cargo: bool, jobs: int | None, with_hydrate: bool, as_json: bool) -> None:
+def ingest_cmd(c: Ctx, paths: tuple, no_cargo: bool, jobs: int | None, with_hydrate: bool, ray_address: str | None,
+               as_json: bool) -> None:
     """Bring the graph up to date with the workspace (or just PATHS); unchanged files are skipped."""
-    from .ingest import ingest
+    from .dobby import hooks
+    from .dobby.ingest_ray import cluster
+    from .ingest import IngestReport, ingest
 
-    with c.open() as pt:
-        report = ingest(pt.workspace, pt.store, paths=list(paths) or None, use_cargo=not no_cargo,
-                        progress=sys.stderr.isatty() and not as_json, jobs=jobs)
-        hydrated = _hydrate(pt, list(paths), None, as_json) if with_hydrate else None
+    remote = None if ray_address or with_hydrate else hooks.ingest(c, list(paths), no_cargo, jobs)
+    if remote is not None:  # a running Dobby did it (its writer, its warm graph)
+        report, hydrated = IngestReport(**remote), None
+    else:
+        with c.open() as pt, cluster(ray_address) as parse_map:
+            report = ingest(pt.workspace, pt.store, paths=list(paths) or None, use_cargo=not no_cargo,
+                            progress=sys.stderr.isatty() and not as_json, jobs=jobs, parse_map=parse_map)
+            hydrated = _hydrate(pt, list(paths), None, as_json) if with_hydrate else None
     for rel, why in report.files_skipped:
         echo_err(f"pt: skipped {rel}: {why}")
     if as_json:
@@ -247,13 +255,20 @@ def query(c: Ctx, name: str, params: tuple, params_json: str | None, vars_: tupl
         if not isinstance(from_json, dict):
             raise UsageError("--params-json must be a JSON object")
     vars_d = {k: P.parse_cli_var(v) for k, v in _pairs(vars_, "var").items()}
-    with c.open() as pt:
-        prog = pt.registry.get(name)
-        # CLI strings are coerced by declared type; JSON values must already have the right type.
-        merged = {**P.coerce_cli_params(prog, given), **from_json}
-        res = pt.run(prog.id, merged, vars_d)
+    from ..adapters.store import Result
+    from .dobby import hooks
+
+    remote = hooks.query(c, name, given, from_json, vars_d)  # a running Dobby's warm worker, if any
+    if remote is not None:
+        prog_id, res = remote["program"], Result(remote["headers"], remote["rows"])
+    else:
+        with c.open() as pt:
+            prog = pt.registry.get(name)
+            # CLI strings are coerced by declared type; JSON values must already have the right type.
+            merged = {**P.coerce_cli_params(prog, given), **from_json}
+            prog_id, res = prog.id, pt.run(prog.id, merged, vars_d)
     if as_json:
-        emit({"program": prog.id, "headers": res.headers, "rows": res.dicts()}, True)
+        emit({"program": prog_id, "headers": res.headers, "rows": res.dicts()}, True)
     else:
         emit(res, False)
 

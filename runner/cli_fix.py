@@ -5,6 +5,8 @@ was found or the change was not approved (nothing written), 2 bad input, 3 inter
 """
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .cli_preflight import approver
@@ -43,8 +45,17 @@ def fix_cmd(c, seed, yes, dry_run, max_rounds, max_candidates, allow_signature_c
     opts = FixOptions(seed=seed, dry_run=dry_run, max_rounds=max_rounds or -1, max_candidates=max_candidates or -1,
                       allow_signature_change=allow_signature_change, partial=partial,
                       llm=None if cfg.provider == "none" else cfg)
-    with c.open() as pt:
-        rep = run_fix(pt, opts, approver(yes, as_json), progress=echo_err)
+    from .dobby import hooks
+    from .fix import FixReport
+
+    # A running Dobby runs it (warm graph and mirror) unless approval must be asked here.
+    asks = not (yes or dry_run) and sys.stdin.isatty()
+    remote = None if asks else hooks.fix(c, {k: v for k, v in vars(opts).items() if k != "llm"}, yes, opts.llm)
+    if remote is not None:
+        rep = FixReport(**remote)
+    else:
+        with c.open() as pt:
+            rep = run_fix(pt, opts, approver(yes, as_json), progress=echo_err)
     if as_json:
         emit(rep.as_dict(), True)
     else:

@@ -106,14 +106,20 @@ def context(ctx: click.Context, seeds: tuple, budget: int, query: str, vectors: 
             encoder = load_encoder()
         except EncoderUnavailable as exc:
             echo_err(f"pt: vectors not used: {exc}")
-    try:
-        with ctx.find_object(Ctx).open() as pt:
-            ids = seed_ids(pt, list(seeds))
-            rows = context_pack(pt, ids, budget, query, encoder)
-            found = findings(pt, rows)
-    finally:
-        if encoder is not None:
-            encoder.close()
+    from .dobby import hooks
+
+    remote = None if encoder is not None else hooks.context(ctx.find_object(Ctx), list(seeds), budget, query)
+    if remote is not None:  # a running Dobby's warm worker
+        ids, rows, found = remote["seeds"], remote["nodes"], remote["findings"]
+    else:
+        try:
+            with ctx.find_object(Ctx).open() as pt:
+                ids = seed_ids(pt, list(seeds))
+                rows = context_pack(pt, ids, budget, query, encoder)
+                found = findings(pt, rows)
+        finally:
+            if encoder is not None:
+                encoder.close()
     if as_json:
         emit({"seeds": ids, "budget_tokens": budget, "tokens": sum(r["tokens"] for r in rows), "nodes": rows,
               "findings": found}, True)

@@ -93,15 +93,24 @@ def _parse_one(args: tuple[str, str]) -> tuple[str, FileFacts | None, str, str, 
             data = fh.read()
     except OSError as exc:
         return rel, None, "", f"unreadable: {exc.strerror}", 0, 0.0
+    return parse_bytes(rel, data, st.st_size, st.st_mtime)
+
+
+def parse_bytes(rel: str, data: bytes, size: int, mtime: float) -> tuple[str, FileFacts | None, str, str, int, float]:
+    """Hash and extract one file's bytes (wherever they were read: a Ray node gets them sent)."""
     digest = blake3.blake3(data).hexdigest()
     try:
-        return rel, extract(rel, data), digest, "", st.st_size, st.st_mtime
+        return rel, extract(rel, data), digest, "", size, mtime
     except (NotUtf8Error, BinaryFileError) as exc:
-        return rel, None, digest, str(exc).split(": ", 1)[-1], st.st_size, st.st_mtime
+        return rel, None, digest, str(exc).split(": ", 1)[-1], size, mtime
 
 
-def _parse_iter(root: Path, files: list[str], jobs: int) -> Iterator[tuple]:
-    """Parse results in file order, as they come (in worker processes for many files)."""
+def _parse_iter(root: Path, files: list[str], jobs: int, parse_map=None) -> Iterator[tuple]:
+    """Parse results in file order, as they come (in worker processes for many files, or over
+    a Ray cluster when `parse_map(root, files)` is given: runner/dobby/ingest_ray.py)."""
+    if parse_map is not None:
+        yield from parse_map(root, files)
+        return
     args = [(str(root), f) for f in files]
     if len(files) < PARALLEL_MIN_FILES or jobs <= 1:
         for a in args:
@@ -226,8 +235,9 @@ class _Update:
     batch's facts, touched files and - for a small update - its edges go in together."""
 
     def __init__(self, pt: Pt, ws: Path, report: IngestReport, timings: dict, *, cold: bool,
-                 stored: dict[str, str], defer_text: bool, jobs: int, progress) -> None:
+                 stored: dict[str, str], defer_text: bool, jobs: int, progress, parse_map=None) -> None:
         self.pt, self.ws, self.report, self.timings = pt, ws, report, timings
+        self.parse_map = parse_map
         self.cold, self.stored, self.defer_text, self.jobs, self.progress = cold, stored, defer_text, jobs, progress
         self.text_deferred = False
         self.pending: list[Step] = []
@@ -278,7 +288,7 @@ class _Update:
         now = time.time()
         changed, touched, rows, write_s = [], [], _Rows(), 0.0
         step, close = _progress(self.progress, len(candidates), "pt ingest: parsing")
-        for rel, facts, digest, err, size, mtime in _parse_iter(self.ws, candidates, self.jobs):
+        for rel, facts, digest, err, size, mtime in _parse_iter(self.ws, candidates, self.jobs, self.parse_map):
             step(1)
             if err:
                 self.report.files_skipped.append([rel, err])
@@ -349,8 +359,9 @@ class _Update:
 
 def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | None = None,
            use_cargo: bool = True, progress=False, jobs: int | None = None,
-           layout: cargo.Layout | None = None) -> IngestReport:
-    """Bring the graph up to date with the files on disk (all, or just `paths`)."""
+           layout: cargo.Layout | None = None, parse_map=None) -> IngestReport:
+    """Bring the graph up to date with the files on disk (all, or just `paths`). `parse_map`
+    parses elsewhere (a Ray cluster); the writes stay here, in this one writer."""
     t0 = time.perf_counter()
     ws = Path(workspace).resolve()
     if not ws.is_dir():
@@ -399,7 +410,7 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
     # postings cost about as much as the rest of the ingest put together.
     defer_text = len(candidates) >= TEXT_DEFER_MIN_FILES or _text_pending(pt)
     run = _Update(pt, ws, report, timings, cold=cold, stored=stored, defer_text=defer_text,
-                  jobs=jobs or os.cpu_count() or 1, progress=progress)
+                  jobs=jobs or os.cpu_count() or 1, progress=progress, parse_map=parse_map)
     # A large ingest writes with the rollback journal: WAL would write every page twice.
     with store.bulk() if len(candidates) > RESOLVE_BATCH_FILES else nullcontext():
         run.remove(deleted)

@@ -343,10 +343,11 @@ class Dobby:
 
 
 def _ray_parse(ray_info: dict) -> dict:
-    """Ingest's parse batches go to Ray when Dobby is attached to a cluster of several nodes."""
-    if ray_info.get("owned", True) or ray_info.get("nodes", 1) < 2:
+    """Ingest's parse batches go to Ray when Dobby joined a cluster (`serve --ray-address`); on
+    its private one-node runtime the local process pool is as fast and needs no copies."""
+    if ray_info.get("owned", True):
         return {}
-    from ..ingest_ray import parse_map
+    from .ingest_ray import parse_map
 
     return {"parse_map": parse_map}
 

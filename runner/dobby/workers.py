@@ -65,12 +65,14 @@ class CpuWorker:
         return {"program": prog.id, "headers": res.headers, "rows": res.rows}
 
     def context(self, workspace: str, db: str | None, seeds: list, budget: int, query: str) -> dict:
-        from ..context import context_pack, seed_ids
+        """As `pt context` (without vectors): the pack and its A4 findings."""
+        from ..context import context_pack, findings, seed_ids
 
         pt = self._pt(workspace, db)
         ids = seed_ids(pt, list(seeds))
         rows = context_pack(pt, ids, budget, query, None)
-        return {"seeds": ids, "budget_tokens": budget, "tokens": sum(r["tokens"] for r in rows), "nodes": rows}
+        return {"seeds": ids, "budget_tokens": budget, "tokens": sum(r["tokens"] for r in rows), "nodes": rows,
+                "findings": findings(pt, rows)}
 
     def run_task(self, agent: str, payload: dict) -> dict:
         if agent not in AGENTS:
