@@ -47,7 +47,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK, **kwargs)
+            # "local": always a new runtime. Without it ray.init joins whatever cluster a
+            # `ray start` on this machine last recorded in /tmp/ray.
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK, **kwargs)
     except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         where = f"the Ray cluster at {address}" if address else "a local Ray runtime"

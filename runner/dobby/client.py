@@ -62,7 +62,13 @@ def call(path: str, method: str, params: dict | None = None, timeout: float | No
     writer = JsonRpcStreamWriter(wfile)
     dispatcher = {PROGRESS: (lambda params: on_progress(params))} if on_progress else {}
     endpoint = Endpoint(dispatcher, writer.write, max_workers=1)
-    reader = threading.Thread(target=JsonRpcStreamReader(rfile).listen, args=(endpoint.consume,), daemon=True)
+    def listen() -> None:
+        try:
+            JsonRpcStreamReader(rfile).listen(endpoint.consume)
+        except (OSError, ValueError):  # reset or closed under it: the call below sees the reader gone
+            pass
+
+    reader = threading.Thread(target=listen, daemon=True)
     reader.start()
     try:
         fut = endpoint.request(method, params or {})

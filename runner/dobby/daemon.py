@@ -305,7 +305,7 @@ class Dobby:
     async def _drain_and_stop(self, timeout: float) -> None:
         _event("shutdown requested", inflight=self.inflight, graceful_timeout=timeout)
         deadline = time.monotonic() + timeout
-        while self.inflight > 1 and time.monotonic() < deadline:  # 1: the shutdown request itself
+        while self.inflight > 0 and time.monotonic() < deadline:  # (the shutdown request has been answered)
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.1)  # let the last answers leave
         if self._done is not None:

@@ -99,11 +99,11 @@ class Pools:
             return await self._open_cpu()
 
     async def _open_cpu(self) -> Worker:
+        guard(C.CPU_WORKER_MB, "a CPU worker")  # memory first: its refusal names the figures
         limit = self.cpu_limit()
         if len(self.cpu) >= limit:
             raise PoolLimit(f"the CPU pool is full ({len(self.cpu)} of {limit} workers: min({self.max_cpu} allowed, "
                             f"the cluster's CPUs, {free_mb()} MB free / {C.CPU_WORKER_MB} MB a worker))")
-        guard(C.CPU_WORKER_MB, "a CPU worker")
         actor = self._cpu_actor.remote()
         w = Worker(f"cpu-{next(self._ids)}", "cpu", actor, await actor.pid.remote())
         self.cpu[w.id] = w

@@ -1,0 +1,406 @@
+"""Dobby on real Ray, over its real socket, with the real CLI. Runs only inside the loopback-only
+network + PID namespace that tests/test_dobby.py::test_ray_suite_in_a_loopback_only_namespace
+makes (PT_DOBBY_NETNS=1): Ray is never started on the host network.
+
+Order matters and is the file's order: a memory-starved daemon first (stale socket, guard,
+shutdown leaves no Ray process), then the main daemon (methods, the CLI through it, a killed
+worker, two clients, shutdown draining), then ingest on a two-node Ray cluster."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+if os.environ.get("PT_DOBBY_NETNS") != "1":
+    pytest.skip("runs inside the loopback-only namespace that test_dobby.py starts", allow_module_level=True)
+
+from parseltongue.runner.dobby import client  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+PT = str(Path(sys.executable).with_name("pt"))
+RAY = str(Path(sys.executable).with_name("ray"))
+SEED = "fn:src/geometry.rs::total_area"
+MODEL = "gemma3-270m-q4_k_m"
+
+
+def ray_processes() -> list[tuple[int, str]]:
+    """(pid, command line) of Ray's processes in this PID namespace (its /proc shows no other)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(m in cmd for m in ("raylet", "gcs_server", "ray::", "/ray/_private/", "/ray/dashboard/",
+                                  "/ray/autoscaler/")):
+            out.append((int(d.name), cmd[:120]))
+    return out
+
+
+def stop_ray_nodes() -> None:
+    """End the nodes `ray start` made in this namespace, by pid (SIGTERM, then SIGKILL)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid, _ in ray_processes():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 15
+        while ray_processes() and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+def run_pt(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run([PT, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+    if check:
+        assert r.returncode == 0, f"pt {' '.join(args)} -> {r.returncode}: {r.stderr[-2000:]}"
+    return r
+
+
+class Daemon:
+    def __init__(self, home: Path, *extra: str):
+        self.sock = str(home / "dobby.sock")
+        self.env = {**os.environ, "PARSELTONGUE_HOME": str(home), "SOCKET_PATH": self.sock}
+        self.log = open(home / f"serve-{time.monotonic_ns()}.log", "w")
+        self.proc = subprocess.Popen([PT, "dobby", "serve", *extra], env=self.env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"dobby exited with {self.proc.returncode}: {self.logs()}"
+            try:
+                if client.call(self.sock, "ping", {}, timeout=5)["pong"]:
+                    return
+            except client.DobbyError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"dobby did not answer within {timeout}s: {self.logs()}")
+
+    def call(self, method: str, params: dict | None = None, timeout: float = 300):
+        return client.call(self.sock, method, params or {}, timeout=timeout)
+
+    def logs(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()[-3000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    # a short path: Unix socket names are limited to ~107 bytes
+    d = Path(f"/tmp/pt-dobby-home-{os.getpid()}")
+    d.mkdir(exist_ok=True)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    """The example workspace, ingested without Dobby."""
+    ws = tmp_path_factory.mktemp("ws") / "shapes"
+    shutil.copytree(REPO / "examples" / "shapes", ws)
+    run_pt("-C", str(ws), "ingest", env={"PT_DOBBY": "0"})
+    return ws
+
+
+def rows_of(doc: dict) -> list:
+    return [[r[h] for h in doc["headers"]] for r in doc["rows"]] if doc["rows"] and isinstance(doc["rows"][0], dict) \
+        else doc["rows"]
+
+
+# ------------------------------------------------------------------ a memory-starved daemon
+
+@pytest.fixture(scope="class")
+def starved(home):
+    sub = home / "starved"
+    sub.mkdir()
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(sub / "dobby.sock"))
+    stale.close()  # a socket file left by a daemon that crashed
+    d = Daemon(sub, "--mem-limit-mb", "700")
+    d.wait_ready()
+    yield d
+    d.stop()
+
+
+class TestGuardedDaemon:
+    def test_stale_socket_was_replaced(self, starved):
+        assert starved.call("ping")["pong"] is True
+        assert "replacing a stale socket" in starved.logs()
+
+    def test_a_second_daemon_on_a_live_socket_is_refused(self, starved):
+        r = subprocess.run([PT, "dobby", "serve"], env=starved.env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "already running" in r.stderr
+
+    def test_memory_guard_refuses_workers_and_models(self, starved):
+        st = starved.call("get_status")
+        assert st["mem_free_mb"] == 700 and st["workers"] == []
+        with pytest.raises(client.DobbyError) as e:
+            starved.call("open_worker", {"kind": "cpu"})
+        assert e.value.code == -32020 and "only 700 MB are free" in e.value.message
+        starved.call("ensure_model", {"name": MODEL})
+        with pytest.raises(client.DobbyError) as e:
+            starved.call("completion", {"prompt": "fn main() {", "max_tokens": 4})
+        assert e.value.code == -32020 and "LLM worker" in e.value.message
+        assert starved.call("get_status")["workers"] == []
+
+    def test_shutdown_leaves_no_ray_process(self, starved):
+        assert ray_processes(), "Ray should be running while the daemon is"
+        r = run_pt("dobby", "shutdown", "--graceful-timeout", "10", env=starved.env)
+        assert "dobby stopped" in r.stdout
+        starved.proc.wait(60)
+        deadline = time.monotonic() + 30
+        while ray_processes() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ray_processes() == []
+        assert not os.path.exists(starved.sock)
+
+
+# ------------------------------------------------------------------ the main daemon
+
+@pytest.fixture(scope="module")
+def dobby(home):
+    sub = home / "main"
+    sub.mkdir(exist_ok=True)
+    d = Daemon(sub)
+    d.wait_ready()
+    yield d
+    d.stop()
+
+
+def test_ping_and_status(dobby):
+    assert dobby.call("ping")["pong"] is True
+    st = dobby.call("get_status")
+    assert st["ray"]["nodes"] == 1 and st["ray"]["cpus"] >= 1
+    assert [w["kind"] for w in st["workers"]] == ["cpu"]
+    assert st["mem_free_mb"] > 0 and st["limits"]["llm_workers"] == 1
+    assert 1 <= st["limits"]["cpu_workers"] <= min(5, os.cpu_count())
+    assert set(st["queues"]) >= {"cpu", "llm", "writer"}
+    assert any(m["model"] == MODEL for m in st["models"])
+
+
+def test_run_task_a2_equals_pt_query_two_hop(dobby, shapes):
+    cold = json.loads(run_pt("-C", str(shapes), "query", "two_hop", "-p", f'seeds=["{SEED}"]', "--json",
+                             env={"PT_DOBBY": "0"}).stdout)
+    got = dobby.call("run_task", {"agent": "A2", "payload": {"workspace": str(shapes), "seeds": [SEED]}})
+    assert got["headers"] == cold["headers"]
+    assert got["rows"] == rows_of(cold) and len(got["rows"]) > 1
+
+
+def test_run_task_a1_and_a3(dobby, shapes):
+    a1 = dobby.call("run_task", {"agent": "A1", "payload": {"workspace": str(shapes)}})
+    assert a1["success"] is False
+    assert {e["node_id"] for e in a1["errors"]} == {"fn:src/report.rs::count_by_name"}
+    assert not (shapes / "target").exists()  # A1 builds in Dobby's own target dir
+    a3 = dobby.call("run_task", {"agent": "A3", "payload": {"workspace": str(shapes), "query": "total_area"}})
+    assert SEED in [r[0] for r in a3["rows"]]
+    with pytest.raises(client.DobbyError) as e:
+        dobby.call("run_task", {"agent": "A9", "payload": {"workspace": str(shapes)}})
+    assert e.value.code == -32602
+
+
+def served(dobby) -> int:
+    return sum(w["served"] for w in dobby.call("get_status")["workers"] if w["kind"] == "cpu")
+
+
+def test_the_cli_uses_the_running_dobby(dobby, shapes):
+    """pt query / context through Dobby print what they print without it; the worker counts them."""
+    for args in (["query", "two_hop", "-p", f'seeds=["{SEED}"]', "--json"],
+                 ["query", "two_hop", "-p", f'seeds=["{SEED}"]'],
+                 ["context", "src/report.rs:8", "--budget", "400", "--json"]):
+        before = served(dobby)
+        warm = run_pt("-C", str(shapes), *args, env=dobby.env)
+        assert served(dobby) == before + 1, args
+        cold = run_pt("-C", str(shapes), *args, env={**dobby.env, "PT_DOBBY": "0"})
+        assert warm.stdout == cold.stdout, args
+
+
+def test_pt_run_fix_and_ingest_through_dobby(dobby, shapes):
+    warm = run_pt("-C", str(shapes), "run", "fix", "--seed", "src/report.rs", "--dry-run", "--json", env=dobby.env)
+    cold = run_pt("-C", str(shapes), "run", "fix", "--seed", "src/report.rs", "--dry-run", "--json",
+                  env={**dobby.env, "PT_DOBBY": "0"})
+    w, c = json.loads(warm.stdout), json.loads(cold.stdout)
+    assert w["outcome"] == c["outcome"] == "would-fix" and w["diff"] == c["diff"]
+    assert "round 0" in warm.stderr  # progress notifications, printed by the client
+    lib = shapes / "src" / "geometry.rs"
+    lib.write_text(lib.read_text() + "\npub fn dobby_probe() -> u32 { 7 }\n")
+    rep = json.loads(run_pt("-C", str(shapes), "ingest", "--json", env=dobby.env).stdout)
+    assert rep["files_parsed"] == 1
+    found = json.loads(run_pt("-C", str(shapes), "query", "search", "-p", "query=dobby_probe", "--json",
+                              env={"PT_DOBBY": "0"}).stdout)
+    assert any(r["name"] == "dobby_probe" for r in found["rows"])
+
+
+def test_embed_and_completion_with_the_local_model(dobby):
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("llama-cpp-python is not installed: CI installs the `local` extra")
+        pytest.skip("llama-cpp-python is not installed (the `local` extra)")
+    ensured = dobby.call("ensure_model", {"name": MODEL})
+    assert ensured["model"] == MODEL and len(ensured["sha256"]) == 64
+    emb = dobby.call("embed", {"texts": ["pub fn area(&self) -> f64", "struct Circle", "pub fn area(&self) -> f64"]})
+    v = emb["vectors"]
+    assert emb["dim"] == 640 and len(v) == 3 and all(len(x) == 640 for x in v)
+    assert abs(sum(x * x for x in v[0]) - 1.0) < 1e-4
+    assert v[0] == v[2] and v[0] != v[1]
+    a = dobby.call("completion", {"prompt": "fn main() {\n    println!(", "max_tokens": 12})
+    b = dobby.call("completion", {"prompt": "fn main() {\n    println!(", "max_tokens": 12})
+    assert a["text"].strip() and a == b
+    assert a["usage"]["prompt_tokens"] > 0 and 0 < a["usage"]["completion_tokens"] <= 12
+    ver = dobby.call("verify_default", {"lines": 5})
+    assert ver["ok"] and len(ver["lines"]) == 5, ver
+    st = dobby.call("get_status")
+    assert [w["model"] for w in st["workers"] if w["kind"] == "llm"] == [MODEL]
+    with pytest.raises(client.DobbyError) as e:  # one LLM worker: another model must wait for it to close
+        dobby.call("open_worker", {"kind": "llm", "model": "other-model"})
+    assert e.value.code in (-32021, -32040)
+
+
+def test_bad_params_get_errors_and_the_daemon_lives(dobby):
+    for method, params in (("embed", {"texts": "not a list"}), ("run_task", {"agent": 5}),
+                           ("open_worker", {"kind": "gpu"}), ("close_worker", {"id": "nope"})):
+        with pytest.raises(client.DobbyError) as e:
+            dobby.call(method, params)
+        assert e.value.code == -32602, (method, e.value.message)
+    assert dobby.call("ping")["pong"] is True
+
+
+def test_two_clients_at_once(dobby, shapes):
+    results: dict = {}
+
+    def go(key, method, params):
+        try:
+            results[key] = dobby.call(method, params)
+        except client.DobbyError as exc:
+            results[key] = exc
+
+    a2 = {"agent": "A2", "payload": {"workspace": str(shapes), "seeds": [SEED]}}
+    threads = [threading.Thread(target=go, args=(k, m, p)) for k, m, p in
+               (("a", "run_task", a2), ("b", "run_task", a2), ("c", "ping", {}), ("d", "get_status", {}))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert results["a"]["rows"] == results["b"]["rows"] and results["c"]["pong"] is True
+    assert "workers" in results["d"]
+
+
+def test_a_worker_killed_mid_task_gives_an_error_or_a_retry(dobby, shapes, tmp_path):
+    """A1 (a cargo check) on a fresh copy; its worker is SIGKILLed while it runs. The client gets
+    the retried answer or an error, promptly; Dobby keeps serving."""
+    for attempt in range(3):
+        ws = tmp_path / f"copy{attempt}"
+        shutil.copytree(shapes, ws, ignore=shutil.ignore_patterns("target"))
+        box: dict = {}
+
+        def go():
+            try:
+                box["r"] = dobby.call("run_task", {"agent": "A1", "payload": {"workspace": str(ws)}}, timeout=240)
+            except client.DobbyError as exc:
+                box["r"] = exc
+
+        t = threading.Thread(target=go)
+        t.start()
+        victim = None
+        while t.is_alive() and victim is None:
+            busy = [w for w in dobby.call("get_status")["workers"] if w["kind"] == "cpu" and w["inflight"]]
+            victim = busy[0]["pid"] if busy else None
+            time.sleep(0.01)
+        if victim is None:
+            continue  # it finished before we saw it run: try again on a colder copy
+        os.kill(victim, signal.SIGKILL)
+        t.join(240)
+        assert not t.is_alive(), "the client hung on a killed worker"
+        r = box["r"]
+        if isinstance(r, client.DobbyError):
+            assert r.code == -32030 and "died" in r.message
+        else:
+            assert r["agent"] == "A1" and r["success"] is False
+        st = dobby.call("get_status")
+        assert victim not in [w["pid"] for w in st["workers"]]
+        return
+    pytest.fail("never caught the worker busy")
+
+
+def test_shutdown_drains_running_requests_and_leaves_no_ray_process(dobby, shapes, tmp_path):
+    ws = tmp_path / "cold"
+    shutil.copytree(shapes, ws, ignore=shutil.ignore_patterns("target"))  # a cold cargo check: it takes a while
+    box: dict = {}
+    t = threading.Thread(target=lambda: box.update(r=dobby.call(
+        "run_task", {"agent": "A1", "payload": {"workspace": str(ws)}}, timeout=240)))
+    t.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(w["inflight"] for w in dobby.call("get_status")["workers"]):
+        time.sleep(0.01)
+    ack = dobby.call("shutdown", {"graceful_timeout": 120})
+    assert ack["stopping"] is True and ack["inflight"] >= 1, ack
+    with pytest.raises(client.DobbyError) as e:  # nothing new is taken while draining
+        dobby.call("run_task", {"agent": "A2", "payload": {"workspace": str(shapes), "seeds": [SEED]}})
+    assert e.value.code == -32050
+    t.join(240)
+    assert box["r"]["agent"] == "A1" and box["r"]["success"] is False  # answered, not cut off
+    dobby.proc.wait(120)
+    deadline = time.monotonic() + 30
+    while ray_processes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray_processes() == []
+    assert not os.path.exists(dobby.sock)
+
+
+# ------------------------------------------------------------------ ingest on a Ray cluster
+
+def test_ingest_on_a_two_node_ray_cluster_equals_a_local_ingest(tmp_path):
+    from test_ingest import fact_rows
+
+    from parseltongue.adapters.store import open_store
+
+    ws = tmp_path / "ws"
+    shutil.copytree(REPO / "tests" / "fixtures" / "ingest_ws", ws)
+    # A cluster of `ray start` nodes authenticates with a token every node and client shares
+    import secrets
+
+    ray_env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = {**os.environ, **ray_env}
+    head = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    subprocess.run([RAY, "start", "--head", "--port=6380", "--include-dashboard=false", "--num-cpus=1", *head],
+                   env=env, check=True, capture_output=True, timeout=180)
+    try:
+        subprocess.run([RAY, "start", "--address=127.0.0.1:6380", "--num-cpus=1", "--node-ip-address=127.0.0.1"],
+                       env=env, check=True, capture_output=True, timeout=180)
+        r = run_pt("-C", str(ws), "--db", str(tmp_path / "ray.db"), "ingest", "--ray-address", "127.0.0.1:6380",
+                   "--json", env={"PT_DOBBY": "0", **ray_env})
+        assert json.loads(r.stdout)["files_parsed"] > 0
+    finally:
+        stop_ray_nodes()
+    run_pt("-C", str(ws), "--db", str(tmp_path / "local.db"), "ingest", env={"PT_DOBBY": "0"})
+    a, b = open_store(tmp_path / "ray.db"), open_store(tmp_path / "local.db")
+    try:
+        ra, lo = fact_rows(a), fact_rows(b)
+        assert sum(len(v) for v in lo.values()) > 20
+        for rel in lo:
+            assert ra[rel] == lo[rel], rel
+    finally:
+        a.close()
+        b.close()
