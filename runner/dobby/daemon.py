@@ -266,13 +266,20 @@ class Dobby:
         use_cargo = not _need(params, "no_cargo", bool, False)
         jobs = _need(params, "jobs", int, None)
 
+        last = [0.0]
+
+        def step(label: str, done: int, total: int) -> None:  # at most ~2 notifications a second
+            now = time.monotonic()
+            if now - last[0] > 0.5 or done == total:
+                last[0] = now
+                conn.progress("ingest", label, done, total)
+
         def run() -> dict:
             from ..ingest import ingest
 
             pt = self._writer_pt(ws, db)
-            conn.progress("ingest", f"ingesting {pt.workspace}")
             rep = ingest(pt.workspace, pt.store, paths=paths or None, use_cargo=use_cargo, jobs=jobs,
-                         **_ray_parse(self.ray))
+                         progress=step, **_ray_parse(self.ray))
             return rep.as_dict()
 
         return await self._in_writer(run)

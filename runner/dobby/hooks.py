@@ -27,7 +27,8 @@ def _target(ctx) -> dict | None:
 
 
 def _progress(params: dict) -> None:
-    echo_err(str(params.get("message", "")))
+    done, total = params.get("done"), params.get("total")
+    echo_err(str(params.get("message", "")) + (f" {done}/{total}" if total else ""))
 
 
 def query(ctx, program: str, cli_params: dict, params: dict, vars: dict) -> dict | None:
