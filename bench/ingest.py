@@ -21,6 +21,7 @@ Usage:
   bench/setup_corpus.sh                       # once per machine (root; apt)
   .venv/bin/python bench/ingest.py            # plain text
   .venv/bin/python bench/ingest.py --json     # one JSON object on stdout
+  .venv/bin/python bench/ingest.py --ray      # cold ingest local vs Ray 1 and 2 nodes (root: unshare -n)
 """
 from __future__ import annotations
 
@@ -696,6 +697,64 @@ def render(res: dict) -> str:
     return "\n".join(out)
 
 
+# --------------------------------------------------------------------------------------------
+# Local vs Ray (--ray): the same cold ingest with the parse step on a Ray cluster of 1 and 2 nodes
+# --------------------------------------------------------------------------------------------
+
+def ray_vs_local(ws: Path) -> dict:
+    """Cold `pt ingest` three ways, each into a new graph: local (process pool), `--ray-address`
+    to one node with all the cores, and to two nodes sharing them. Ray runs only inside a
+    loopback-only network + PID namespace: this re-runs itself under `unshare -n -p`."""
+    if os.environ.get("PT_BENCH_NETNS") != "1":
+        if os.geteuid() != 0 or not shutil.which("unshare"):
+            raise RuntimeError("--ray needs root and unshare: Ray runs only in a loopback-only network namespace")
+        inner = (f"ip link set lo up && exec {sys.executable} {Path(__file__).resolve()} --ray --ws {ws} "
+                 f"--pt {pt_exe()} --json")
+        r = subprocess.run(["unshare", "-n", "-p", "-f", "--mount-proc", "bash", "-c", inner],
+                           env={**os.environ, "PT_BENCH_NETNS": "1"}, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"the namespaced run failed: {r.stderr.strip()[-2000:]}")
+        return json.loads(r.stdout)
+    from parseltongue.adapters.ray_runtime import local_cluster
+
+    cores = os.cpu_count() or 1
+    scratch = Path(tempfile.mkdtemp(prefix="pt-bench-ray-"))
+
+    def cold(label: str, extra: list[str], env: dict) -> dict:
+        log(f"cold pt ingest: {label}")
+        db = scratch / f"{label}.db"
+        r = run_measured([str(pt_exe()), "-C", str(ws), "--db", str(db), "ingest", "--json", *extra],
+                         env={**os.environ, "PT_DOBBY": "0", **env})
+        if r["rc"] != 0:
+            raise RuntimeError(f"{label}: exit {r['rc']}: {r['stderr'].strip()[-800:]}")
+        rep = json.loads(r["stdout"])
+        return {"wall_s": r["wall_s"], "parse_write_s": rep["timings"].get("parse_write_s"),
+                "nodes": rep["nodes"], "edges": rep["edges"], "files_parsed": rep["files_parsed"]}
+
+    try:
+        res = {"cores": cores, "local": cold("local", [], {})}
+        with local_cluster(nodes=1, cpus_per_node=cores) as c:
+            res["ray_1_node"] = cold("ray_1_node", ["--ray-address", c["address"]], c["env"])
+        with local_cluster(nodes=2, cpus_per_node=max(1, cores // 2)) as c:
+            res["ray_2_nodes"] = cold("ray_2_nodes", ["--ray-address", c["address"]], c["env"])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    for k in ("ray_1_node", "ray_2_nodes"):
+        res[k]["ratio_to_local"] = res[k]["wall_s"] / res["local"]["wall_s"]
+        res[k]["same_graph_size"] = (res[k]["nodes"], res[k]["edges"]) == (res["local"]["nodes"], res["local"]["edges"])
+    return res
+
+
+def render_ray(res: dict) -> str:
+    lines = [f"cold pt ingest, local vs parse on Ray ({res['cores']} cores, all nodes on this machine):"]
+    for k in ("local", "ray_1_node", "ray_2_nodes"):
+        r = res[k]
+        extra = f"  {r['ratio_to_local']:.2f}x local, same graph size: {r['same_graph_size']}" if k != "local" else ""
+        lines.append(f"  {k:<12} {r['wall_s']:7.1f} s  (parse+write {r['parse_write_s']:.1f} s; "
+                     f"{r['nodes']} nodes, {r['edges']} edges){extra}")
+    return "\n".join(lines)
+
+
 def main() -> int:
     global PT_EXE
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -712,9 +771,22 @@ def main() -> int:
     ap.add_argument("--same-line", action="store_true",
                     help="with --only-one-file: add the statement to an existing line (no line number moves)")
     ap.add_argument("--store-floor", action="store_true", help=argparse.SUPPRESS)  # the child of measure()
+    ap.add_argument("--ray", action="store_true",
+                    help="only cold ingest local vs Ray 1 and 2 nodes, on the workspace an earlier run laid out in --ws")
     args = ap.parse_args()
     PT_EXE = args.pt
     args.ws = args.ws.resolve()
+    if args.ray:
+        if not (args.ws / MARKER).exists():
+            print(f"error: no benchmark workspace at {args.ws}: run without --ray first (or --no-pt)", file=sys.stderr)
+            return 1
+        try:
+            res = ray_vs_local(args.ws)
+        except RuntimeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(json.dumps(res, indent=1) if args.json else render_ray(res))
+        return 0
     if args.store_floor:
         print(json.dumps(store_floor(args.ws)))
         return 0

@@ -27,7 +27,6 @@ from parseltongue.runner.dobby import client  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PT = str(Path(sys.executable).with_name("pt"))
-RAY = str(Path(sys.executable).with_name("ray"))
 SEED = "fn:src/geometry.rs::total_area"
 MODEL = "gemma3-270m-q4_k_m"
 
@@ -46,19 +45,6 @@ def ray_processes() -> list[tuple[int, str]]:
                                   "/ray/autoscaler/")):
             out.append((int(d.name), cmd[:120]))
     return out
-
-
-def stop_ray_nodes() -> None:
-    """End the nodes `ray start` made in this namespace, by pid (SIGTERM, then SIGKILL)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid, _ in ray_processes():
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 15
-        while ray_processes() and time.monotonic() < deadline:
-            time.sleep(0.2)
 
 
 def run_pt(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -374,26 +360,17 @@ def test_shutdown_drains_running_requests_and_leaves_no_ray_process(dobby, shape
 def test_ingest_on_a_two_node_ray_cluster_equals_a_local_ingest(tmp_path):
     from test_ingest import fact_rows
 
+    from parseltongue.adapters.ray_runtime import local_cluster
     from parseltongue.adapters.store import open_store
 
     ws = tmp_path / "ws"
     shutil.copytree(REPO / "tests" / "fixtures" / "ingest_ws", ws)
-    # A cluster of `ray start` nodes authenticates with a token every node and client shares
-    import secrets
-
-    ray_env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    env = {**os.environ, **ray_env}
-    head = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
-    subprocess.run([RAY, "start", "--head", "--port=6380", "--include-dashboard=false", "--num-cpus=1", *head],
-                   env=env, check=True, capture_output=True, timeout=180)
-    try:
-        subprocess.run([RAY, "start", "--address=127.0.0.1:6380", "--num-cpus=1", "--node-ip-address=127.0.0.1"],
-                       env=env, check=True, capture_output=True, timeout=180)
-        r = run_pt("-C", str(ws), "--db", str(tmp_path / "ray.db"), "ingest", "--ray-address", "127.0.0.1:6380",
-                   "--json", env={"PT_DOBBY": "0", **ray_env})
+    with local_cluster(nodes=2, cpus_per_node=1, port=6380) as cluster:
+        r = run_pt("-C", str(ws), "--db", str(tmp_path / "ray.db"), "ingest", "--ray-address", cluster["address"],
+                   "--json", env={"PT_DOBBY": "0", **cluster["env"]})
         assert json.loads(r.stdout)["files_parsed"] > 0
-    finally:
-        stop_ray_nodes()
+        assert "2 nodes" in r.stderr
+    assert ray_processes() == []  # the nodes, stopped by their pids, took every process with them
     run_pt("-C", str(ws), "--db", str(tmp_path / "local.db"), "ingest", env={"PT_DOBBY": "0"})
     a, b = open_store(tmp_path / "ray.db"), open_store(tmp_path / "local.db")
     try:

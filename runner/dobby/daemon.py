@@ -31,7 +31,6 @@ from pygls.exceptions import JsonRpcException
 from ...adapters import models as M
 from ...adapters import ray_runtime as R
 from ..errors import GateFailed, PtError, UsageError
-from . import config as C
 from . import server as rpc
 from .client import answers
 from .pools import MemoryRefused, PoolLimit, Pools, WorkerDied, free_mb

@@ -59,6 +59,9 @@ def cluster(address: str | None):
         R.connect(address)
     except R.RayUnavailable as exc:
         raise UsageError(str(exc)) from None
+    from ..output import echo_err
+
+    echo_err(f"pt: parsing on the Ray cluster at {address}: {R.alive_nodes()} nodes, {R.cluster_cpus()} CPUs")
     try:
         yield parse_map
     finally:

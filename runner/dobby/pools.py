@@ -157,41 +157,37 @@ class Pools:
                     return idle[0]
                 raise
 
-    async def cpu_call(self, method: str, *args: Any) -> Any:
-        """Run a CPU worker's method; a worker that dies mid-call is replaced and the call retried once."""
-        for attempt in (1, 2):
-            w = await self._pick_cpu()
-            w.inflight += 1
-            try:
-                result = await getattr(w.actor, method).remote(*args)
-                w.served += 1
-                return result
-            except self._ray.exceptions.RayActorError as exc:
-                self.cpu.pop(w.id, None)
-                if attempt == 2:
-                    raise WorkerDied(f"worker {w.id} (pid {w.pid}) died running {method}: {_cause(exc)}") from None
-            finally:
-                w.inflight -= 1
-        raise AssertionError("unreachable")
-
-    async def llm_call(self, method: str, *args: Any, model: str = M.DEFAULT_MODEL) -> Any:
-        """Queue a call on the LLM worker, opening it (memory guard) if none is open."""
-        self.llm_waiting += 1
-        try:
-            w = await self.open_llm(model) if self.llm is None or self.llm.model != model else self.llm
-        finally:
-            self.llm_waiting -= 1
+    async def _run_on(self, w: Worker, method: str, args: tuple) -> Any:
+        """One call on a worker; a dead worker is dropped from its pool and WorkerDied raised."""
         w.inflight += 1
         try:
             result = await getattr(w.actor, method).remote(*args)
             w.served += 1
             return result
         except self._ray.exceptions.RayActorError as exc:
+            self.cpu.pop(w.id, None)
             if self.llm is w:
                 self.llm = None
-            raise WorkerDied(f"LLM worker {w.id} (pid {w.pid}) died running {method}: {_cause(exc)}") from None
+            raise WorkerDied(f"{w.kind} worker {w.id} (pid {w.pid}) died running {method}: {_cause(exc)}") from None
         finally:
             w.inflight -= 1
+
+    async def cpu_call(self, method: str, *args: Any) -> Any:
+        """Run a CPU worker's method; a worker that dies mid-call is replaced and the call retried once."""
+        try:
+            return await self._run_on(await self._pick_cpu(), method, args)
+        except WorkerDied:
+            return await self._run_on(await self._pick_cpu(), method, args)
+
+    async def llm_call(self, method: str, *args: Any, model: str = M.DEFAULT_MODEL) -> Any:
+        """Queue a call on the LLM worker, opening it (memory guard) if none is open. Not retried:
+        a model that killed its worker (out of memory) would kill the next one too."""
+        self.llm_waiting += 1
+        try:
+            w = await self.open_llm(model) if self.llm is None or self.llm.model != model else self.llm
+        finally:
+            self.llm_waiting -= 1
+        return await self._run_on(w, method, args)
 
     def busy(self) -> int:
         return sum(w.inflight for w in self.cpu.values()) + (self.llm.inflight if self.llm else 0) + self.llm_waiting
