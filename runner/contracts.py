@@ -110,15 +110,14 @@ def check_meta(where: str, text: str, pid: str, meta: dict) -> str:
 
 
 def _check_pattern_meta(where: str, text: str, meta: dict) -> None:
-    line = key_line(text, "codes")
     codes = meta.get("codes")
     if codes is None:
         raise ValueError(f"{where}:1: a pattern needs `codes:` - the rustc codes it answers, or [\"*\"] for all")
     if not isinstance(codes, list) or not codes:
-        raise ValueError(f"{where}:{line}: codes must be a non-empty list of rustc codes (or [\"*\"])")
+        raise ValueError(f"{where}:{key_line(text, 'codes')}: codes must be a non-empty list of rustc codes (or [\"*\"])")
     for c in codes:
         if not (isinstance(c, str) and (c == "*" or _CODE.match(c))):
-            raise ValueError(f"{where}:{line}: code {c!r} is not a rustc error code like E0308 (or \"*\")")
+            raise ValueError(f"{where}:{key_line(text, 'codes')}: code {c!r} is not a rustc error code like E0308 (or \"*\")")
     if meta["writes"]:
         raise ValueError(f"{where}:{key_line(text, 'writes')}: a pattern only proposes edits: writes must be []")
 

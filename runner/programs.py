@@ -160,8 +160,12 @@ def _load_program(path: Path, pid: str, origin: str) -> Program:
                          f"its path ({pid})")
     try:
         kind = C.check_meta(where, text, pid, meta)
-        params = {name: _param_spec(name, spec, f"{where}:{C.key_line(text, name, 'params')}: param {name}")
-                  for name, spec in (meta.get("params") or {}).items()}
+        params = {}
+        for name, spec in (meta.get("params") or {}).items():
+            try:
+                params[name] = _param_spec(name, spec)
+            except ValueError as exc:  # the line is looked up only for the message
+                raise ValueError(f"{where}:{C.key_line(text, str(name), 'params')}: param {name}: {exc}") from None
         C.check_params(where, text, pid, kind, params)
         C.check_body(where, text, kind, set(params))
     except ValueError as exc:
@@ -169,40 +173,44 @@ def _load_program(path: Path, pid: str, origin: str) -> Program:
     vars_ = {}
     for name, spec in (meta.get("vars") or {}).items():
         default = spec.get("default") if isinstance(spec, dict) else spec
-        vars_[name] = validate_var(name, default, f"{where}:{C.key_line(text, name, 'vars')}")
+        try:
+            vars_[name] = validate_var(name, default)
+        except UsageError:  # again, with the line (looked up only for the message)
+            validate_var(name, default, f"{where}:{C.key_line(text, str(name), 'vars')}")
     return Program(pid, path, text, origin, meta, params, vars_, list(meta["reads"]), list(meta["writes"]), kind)
 
 
-def _param_spec(name: str, spec: Any, where: str) -> ParamSpec:
-    """A declared param: known keys, a known type, a default of that type, enum values of it."""
+def _param_spec(name: str, spec: Any) -> ParamSpec:
+    """A declared param: known keys, a known type, a default of that type, enum values of it.
+    Errors say what is wrong; the caller adds where."""
     if not _IDENT.match(str(name)):
-        raise ValueError(f"{where}: not an identifier")
+        raise ValueError("not an identifier")
     spec = spec if isinstance(spec, dict) else {"type": spec}
     unknown = set(spec) - C.PARAM_KEYS
     if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)} (allowed: {', '.join(sorted(C.PARAM_KEYS))})")
+        raise ValueError(f"unknown keys {sorted(unknown)} (allowed: {', '.join(sorted(C.PARAM_KEYS))})")
     t = str(spec.get("type", "String"))
     base = t[:-1] if t.endswith("?") else t
     while base.startswith("[") and base.endswith("]"):
         base = base[1:-1]
     if base not in _SCALARS:
-        raise ValueError(f"{where}: unknown param type {t!r} (scalars: {', '.join(sorted(_SCALARS))}, "
+        raise ValueError(f"unknown param type {t!r} (scalars: {', '.join(sorted(_SCALARS))}, "
                          f"lists [T], optional T?)")
     enum = spec.get("enum")
     try:
         if enum is not None:
             if not isinstance(enum, list) or not enum or t.startswith("["):
-                raise ValueError(f"{where}: enum must be a non-empty list of {t} values")
-            enum = [coerce(t, v, False, f"{where}: enum value") for v in enum]
+                raise ValueError(f"enum must be a non-empty list of {t} values")
+            enum = [coerce(t, v, False, "enum value") for v in enum]
         default = spec.get("default")
         if default is not None:
-            default = coerce(t, default, False, f"{where}: default")
+            default = coerce(t, default, False, "default")
             if enum is not None and default not in enum:
-                raise ValueError(f"{where}: default {default!r} is not one of its enum values")
+                raise ValueError(f"default {default!r} is not one of its enum values")
     except UsageError as exc:
         raise ValueError(exc.message) from None
     if spec.get("required") and default is not None:
-        raise ValueError(f"{where}: a required param has no use for a default")
+        raise ValueError("a required param has no use for a default")
     return ParamSpec(name=name, type=t, required=bool(spec.get("required", False)), default=default,
                      doc=str(spec.get("doc", "")), enum=enum)
 
