@@ -244,13 +244,19 @@ class Tools:
 
         ws = self.workspace(workspace)
         db = (self.db if ws == self.root else None) or default_db(ws)
+        exists = db == "mem" or Path(db).is_file()
         extra = {}
         if checks:
             from ..adapters import models
             from .doctor import run_checks
 
-            extra = {"checks": run_checks(SimpleNamespace(workspace=ws, db=db)), "models": models.ls()}
-        if db != "mem" and not Path(db).is_file():
+            # the doctor opens the database; one that does not exist yet is not created here
+            found = run_checks(SimpleNamespace(workspace=ws, db=db if exists else "mem"))
+            for c in found:
+                if c["name"] == "database" and not exists:
+                    c.update(detail=f"{db}: no graph yet (pt_ingest creates it)")
+            extra = {"checks": found, "models": models.ls()}
+        if not exists:
             return StatusResult(workspace=str(ws), db=db, graph=False, **extra)
         with self.open(workspace) as pt:
             rows = {r["relation"]: r["rows"] for r in pt.query("meta.status")}

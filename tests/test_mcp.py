@@ -89,6 +89,9 @@ def test_status_ingest_with_progress_query_two_hop_context(tmp_path):
     async def body(call):
         err, st = await call("pt_status")
         assert not err and st["graph"] is False and st["workspace"] == str(ws)
+        err, st = await call("pt_status", checks=True)
+        assert not err and st["graph"] is False
+        assert "no graph yet" in next(c for c in st["checks"] if c["name"] == "database")["detail"]
         assert not (ws / ".parseltongue" / "graph.db").exists()  # status never creates a graph
 
         err, rep = await call("pt_ingest")

@@ -279,6 +279,53 @@ def test_fix_command_agent_edit_proven_then_applied(claude, plugin, tmp_path):
     assert cargo_check(ws).returncode == 0
 
 
+def test_bootstrap_and_ingest_commands(claude, plugin, tmp_path):
+    """The commands' allowed tools are enough for what they ask: bootstrap checks, ingests a
+    workspace without a graph, reports; ingest re-ingests the files it is given."""
+    ws = _copy(ROOT / "examples" / "shapes", tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    seen: dict = {}
+
+    def check(body):
+        return [tool_use(TOOL + "pt_status", {"checks": True})]
+
+    def ingest(body):
+        seen["status"] = last_tool_result(body)
+        return [tool_use(TOOL + "pt_ingest", {})]
+
+    def again(body):
+        seen["ingest"] = last_tool_result(body)
+        return [tool_use(TOOL + "pt_status", {})]
+
+    def report(body):
+        seen["after"] = last_tool_result(body)
+        return [text("| toolchain | ok |")]
+
+    _run_fix(claude, plugin, ws, home, [check, ingest, again, report], "/parseltongue:bootstrap")
+    assert seen["status"]["graph"] is False and {c["name"] for c in seen["status"]["checks"]} >= {"cargo", "rustc", "database"}
+    assert seen["ingest"]["files_parsed"] == 3
+    assert seen["after"]["graph"] and seen["after"]["rows"]["isg_nodes"] == seen["ingest"]["nodes"]
+
+    (ws / "src" / "lib.rs").write_text((ws / "src" / "lib.rs").read_text() + "\npub fn more() {}\n")
+
+    def ingest_file(body):
+        # the command's text carries the arguments
+        assert "src/lib.rs" in json.dumps(body["messages"][0])
+        return [tool_use(TOOL + "pt_ingest", {"paths": ["src/lib.rs"]})]
+
+    def said(body):
+        seen["file"] = last_tool_result(body)
+        return [text("1 file parsed")]
+
+    _run_fix(claude, plugin, ws, home, [ingest_file, said], "/parseltongue:ingest src/lib.rs")
+    assert seen["file"]["files_total"] == seen["file"]["files_parsed"] == 1
+    q = subprocess.run([str(VENV_BIN / "pt"), "query", "ingest.node_at", "-p", "file=src/lib.rs",
+                        "-p", f"byte={len((ws / 'src' / 'lib.rs').read_bytes()) - 4}", "--json"], cwd=ws,
+                       capture_output=True, text=True)
+    assert json.loads(q.stdout)["rows"][0]["id"] == "fn:src/lib.rs::more"
+
+
 def test_hooks_run_inside_claude(claude, plugin, tmp_path):
     """SessionStart puts the one-line status in the model's context; an Edit of a .rs file by the
     agent is ingested by the PostToolUse hook."""
