@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -173,10 +174,13 @@ class PtMCPServer(MCPServer):
                 raise ToolError(_bad_arguments(name, cause)) from None
             if isinstance(cause, PtError):
                 raise ToolError(f"pt: {'error' if cause.exit_code != 1 else 'failed'}: {_one_line(cause.message)}") from None
-            if cause is not None:  # a crash: one line, as the CLI says it
+            if cause is not None:  # a crash: one line, as the CLI says it (PT_DEBUG=1: the traceback on stderr)
+                if os.environ.get("PT_DEBUG"):
+                    traceback.print_exception(cause)
                 first = (str(cause).strip().splitlines() or [""])[0]
                 raise ToolError(f"pt: internal error: {type(cause).__name__}: {first}") from None
-            raise ToolError(_one_line(str(exc)).replace("Unknown tool", "pt: error: unknown tool")) from None
+            msg = _one_line(str(exc))  # the SDK's own, e.g. "Unknown tool: x"
+            raise ToolError(msg if msg.startswith("pt: ") else f"pt: error: {msg[:1].lower()}{msg[1:]}") from None
 
 
 class _Progress:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp import Client, ClientSession, StdioServerParameters, stdio_client
 
 from conftest import FIXTURES, cargo_check
+from parseltongue.runner import mcp_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PT = str(Path(sys.executable).with_name("pt"))
@@ -259,3 +260,20 @@ def test_workspace_argument_inside_the_server_root(tmp_path):
         assert (ws / ".parseltongue" / "graph.db").is_file()
 
     _run(tmp_path / "root", body)
+
+
+def test_a_crash_is_one_line_too(tmp_path, monkeypatch):
+    """In process (the SDK's in-memory client): a tool body that raises something unexpected is an
+    MCP error naming it in one line, with no traceback in the result."""
+    def boom(self, checks: bool = False, workspace: str | None = None) -> mcp_server.StatusResult:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(mcp_server.Tools, "status", boom)
+    server = mcp_server.build_server(tmp_path)
+
+    async def main():
+        async with Client(server) as client:
+            return await client.call_tool("pt_status", {})
+
+    res = anyio.run(main)
+    assert res.is_error and res.content[0].text == "pt: internal error: RuntimeError: boom"
