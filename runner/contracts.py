@@ -28,6 +28,18 @@ VAR_KEYS = {"default", "doc"}
 PATTERN_COLUMNS = {"diag": int, "alt": int, "tier": int, "file_path": str, "start": int, "end": int,
                    "replacement": str, "note": str}
 PATTERN_HEADERS = list(PATTERN_COLUMNS)
+
+
+def pattern_row_problem(row: dict) -> str:
+    """What is wrong with one row a pattern returned ('' = nothing): the run-time half of its
+    contract (a value's type is only known when it runs)."""
+    for col, typ in PATTERN_COLUMNS.items():
+        if col not in row:
+            return f"its output lacks {col} (a pattern returns ?[{', '.join(PATTERN_HEADERS)}])"
+        v = row[col]
+        if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+            return f"column {col} holds {v!r}, not {typ.__name__}"
+    return ""
 PATTERN_PARAMS = {"run_id": "String", "round": "Int"}
 _CODE = re.compile(r"^E\d{4}$")
 

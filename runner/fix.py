@@ -33,7 +33,7 @@ from typing import Callable
 from ..adapters import cargo
 from .api import Pt
 from .candidate import build_from_texts
-from .contracts import PATTERN_COLUMNS
+from .contracts import PATTERN_COLUMNS, pattern_row_problem
 from .diffs import changed_lines
 from .errors import GateFailed, PtError, UsageError
 from .fix_text import Offsets, Tree, apply_edits, diag_dict, put_facts
@@ -89,14 +89,6 @@ def _patterns(pt: Pt) -> list:
     return sorted((p for p in pt.registry.all().values() if p.id.startswith("patterns.")), key=lambda p: p.id)
 
 
-def _row_problem(r: dict) -> str:
-    for col, typ in PATTERN_COLUMNS.items():
-        v = r[col]
-        if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
-            return f"column {col} holds {v!r}, not {typ.__name__}"
-    return ""
-
-
 class _Run:
     def __init__(self, pt: Pt, opts: FixOptions, seed: str, progress: Callable[[str], None]):
         self.pt, self.opts, self.seed, self.say = pt, opts, seed, progress
@@ -143,7 +135,7 @@ class _Run:
                           f"(a pattern returns ?[{', '.join(PATTERN_COLUMNS)}])")
                 continue
             out = res.dicts()
-            bad = next((p for p in map(_row_problem, out) if p), "")
+            bad = next((p for p in map(pattern_row_problem, out) if p), "")
             if bad:
                 self.warn(f"pattern {pid} skipped: {bad}")
                 continue

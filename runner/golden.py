@@ -31,6 +31,7 @@ import yaml
 
 from ..adapters.store import open_store
 from .api import Pt
+from .contracts import pattern_row_problem
 from .diffs import unified_diff
 from .errors import PtError, UsageError
 from .fix_text import Tree, apply_edits
@@ -201,6 +202,9 @@ def _pattern_case(pt: Pt, case: Case, spec: dict, prog: Program) -> str:
         rows = pt.run(prog.id, params).dicts()
     except PtError as exc:
         return "\n".join(out + [f"# error (exit {exc.exit_code})", _portable(pt, exc.message)]) + "\n"
+    bad = next((p for p in map(pattern_row_problem, rows) if p), "")
+    if bad:  # as `pt run fix` would skip it
+        return "\n".join(out + ["# error: a row breaks the pattern's contract", bad]) + "\n"
     cands: dict[tuple, list] = {}
     for r in rows:
         cands.setdefault((r["diag"], r["alt"]), []).append(r)

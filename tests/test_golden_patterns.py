@@ -79,3 +79,27 @@ def test_a_fixture_copy_is_shared_until_the_crate_changes(tmp_path):
     (src / "src" / "lib.rs").write_text((src / "src" / "lib.rs").read_text() + "\n// edited\n")
     second = G._fixture_copy(src)
     assert second != first and (second / "src" / "lib.rs").read_text().endswith("// edited\n")
+
+
+def test_a_row_of_the_wrong_type_is_named_not_a_crash(ws):
+    """Was: TypeError inside the splice (exit 3); now the case's output names the column."""
+    local = ws / ".parseltongue" / "patterns" / "make_pub.cozo"
+    local.parent.mkdir(parents=True)
+    local.write_text("""# ---
+# id: patterns.make_pub
+# version: 1
+# summary: A start that is not a number.
+# codes: [E0603]
+# params:
+#   run_id: {type: String, required: true}
+#   round:  {type: Int, default: 0}
+# reads: [fix_diag]
+# writes: []
+# ---
+?[diag, alt, tier, file_path, start, end, replacement, note] := *fix_diag{run_id: $run_id, round: $round, diag, file_path},
+    alt = 0, tier = 2, start = 'x', end = 0, replacement = '', note = ''
+""")
+    case = next(c for c in _CASES if c.label == "patterns.make_pub/private")
+    outcome = G.run_case(case, "mem", registry=Registry(ws))
+    assert not outcome.ok
+    assert "# error: a row breaks the pattern's contract\ncolumn start holds 'x', not int\n" in outcome.actual, outcome.actual
