@@ -217,7 +217,8 @@ def rules_ls(c: Ctx, as_json: bool) -> None:
         return
     for p in progs:
         params = " ".join(
-            f"{n}{'' if spec['required'] else '?'}:{spec['type']}" for n, spec in p["params"].items())
+            f"{n}{'' if spec['required'] else '?'}:{spec['type']}"
+            + ("{" + "|".join(map(str, spec["enum"])) + "}" if "enum" in spec else "") for n, spec in p["params"].items())
         ro = "ro" if not p["writes"] else "rw"
         click.echo(f"{p['id']:<34} {ro}  {p['summary']}")
         if params:

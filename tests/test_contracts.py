@@ -186,6 +186,14 @@ def test_enumerated_params_are_validated(pt, ws, args, needle):
     assert needle in r.err and len(r.err.strip().splitlines()) == 1, r.err
 
 
+def test_rules_ls_shows_enum_values_and_codes(pt, ws):
+    out = pt("-C", str(ws), "rules", "ls").out
+    assert "direction?:String{fwd|rev|both}" in out
+    assert "codes: E0603 E0624 E0616" in out
+    progs = {p["id"]: p for p in pt("-C", str(ws), "rules", "ls", "--json").json()["programs"]}
+    assert progs["retrieval.context"]["params"]["seed_order"]["enum"] == ["given", "score"]
+
+
 def test_enum_values_pass(pt, ws):
     r = pt("-C", str(ws), "query", "context", "-p", "seeds=x", "-p", "seed_order=score", "--json")
     assert r.code == 0, r.err
