@@ -52,7 +52,7 @@ class StatusResult(BaseModel):
     schema_rev: int = 0
     rows: dict[str, int] = Field(default_factory=dict, description="Rows per relation.")
     stale_files: dict[str, int] = Field(default_factory=dict, description="new / changed / deleted files since the last ingest.")
-    checks: list[dict[str, Any]] = Field(default_factory=list, description="With checks: what `pt doctor` checks (name, ok, detail, fix, required).")
+    checks: list[dict[str, Any]] = Field(default_factory=list, description="With checks: what `pt doctor` checks, and whether the orchestrator (Dobby) runs (name, ok, detail, fix, required).")
     models: list[dict[str, Any]] = Field(default_factory=list, description="With checks: the local models pt knows (`pt models ls`); all optional.")
 
 
@@ -202,6 +202,17 @@ class _Progress:
             pass
 
 
+def _dobby_check() -> dict:
+    """Whether the orchestrator answers (optional: pt works the same without it)."""
+    from .dobby.client import answers, running_socket
+
+    path = running_socket()
+    ok = bool(path) and answers(path)
+    return {"name": "dobby", "ok": ok, "required": False,
+            "detail": f"running on {path}" if ok else "not running (pt works the same without it)",
+            "fix": "" if ok else "pt dobby serve (keeps graphs, workers and models warm)"}
+
+
 class Tools:
     """The tools' bodies, bound to the server's workspace."""
 
@@ -259,7 +270,7 @@ class Tools:
             for c in found:
                 if c["name"] == "database" and not exists:
                     c.update(detail=f"{db}: no graph yet (pt_ingest creates it)")
-            extra = {"checks": found, "models": models.ls()}
+            extra = {"checks": found + [_dobby_check()], "models": models.ls()}
         if not exists:
             return StatusResult(workspace=str(ws), db=db, graph=False, **extra)
         with self.open(workspace) as pt:
