@@ -71,6 +71,7 @@ class QueryResult(BaseModel):
     program: str
     headers: list[str]
     rows: list[dict[str, Any]]
+    total_rows: int = Field(description="Rows the program returned; rows holds at most `limit` of them.")
 
 
 class TwoHopResult(BaseModel):
@@ -303,14 +304,15 @@ class Tools:
     def query(self, program: Annotated[str, Field(description="A program id like retrieval.search, or a unique suffix; `pt rules ls` lists them.")],
               params: Annotated[dict[str, Any] | None, Field(description="The program's $params as JSON values.")] = None,
               vars: Annotated[dict[str, Any] | None, Field(description="Jinja vars that shape the program (e.g. edge_kinds).")] = None,
+              limit: Annotated[int, Field(ge=1, le=10_000, description="At most this many rows (an agent's context is finite).")] = 200,
               workspace: Workspace = None) -> QueryResult:
         """Run any read-only rule program by id with params; rows as objects."""
         with self.open(workspace) as pt:
             prog = pt.registry.get(program)
             if not prog.read_only:
                 raise UsageError(f"{prog.id} writes {', '.join(prog.writes)}; pt_query runs read-only programs only")
-            res = pt.run(prog.id, params or {}, vars or {})
-            return QueryResult(program=prog.id, headers=res.headers, rows=res.dicts())
+            rows = pt.run(prog.id, params or {}, vars or {})
+            return QueryResult(program=prog.id, headers=rows.headers, rows=rows.dicts()[:limit], total_rows=len(rows.rows))
 
     def two_hop(self, seeds: Annotated[list[str], Field(min_length=1, description="Node ids, or FILE:LINE positions (the innermost node at that line).")],
                 max_hops: Annotated[int, Field(ge=1, le=2)] = 2,

@@ -113,6 +113,10 @@ def test_status_ingest_with_progress_query_two_hop_context(tmp_path):
         err, q = await call("pt_query", program="ingest.node_at", params={"file": "src/report.rs", "byte": 200})
         assert not err and q["program"] == "ingest.node_at" and q["rows"][0]["id"] == "fn:src/report.rs::count_by_name"
 
+        err, q = await call("pt_query", program="ingest.file_hashes", params={"files": ["src/lib.rs", "src/report.rs"]},
+                            limit=1)
+        assert not err and q["total_rows"] == 2 and len(q["rows"]) == 1
+
         err, hop = await call("pt_two_hop", seeds=["src/report.rs:7"])
         assert not err and hop["seeds"] == ["fn:src/report.rs::count_by_name"]
         got = {(n["id"], n["edge_kind"], n["direction"]) for n in hop["nodes"]}
