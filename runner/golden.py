@@ -12,8 +12,10 @@ Case keys (all optional):
   setup              [[program, params], ...] run before the program (e.g. a proposal before a flip)
 
 A fix pattern's case names a small crate and a seed file instead of facts:
-  fixture + seed     the crate (tests/fixtures/NAME, or a repo path such as examples/shapes) is copied, ingested and checked with the real
-                     `cargo check` exactly as `pt run fix` round 0 does (`fix.seed_facts`); the
+  fixture + seed     the crate (tests/fixtures/NAME, a repo path such as examples/shapes, or ./DIR
+                     beside the case, as in a workspace's .parseltongue/golden/) is copied,
+                     ingested and checked with the real `cargo check` exactly as `pt run fix`
+                     round 0 does (`fix.seed_facts`); the
                      pattern runs on those facts and each candidate - the rows of one (diag, alt) -
                      is shown as a unified diff of the source it would fix.
 """
@@ -182,7 +184,10 @@ def _pattern_case(pt: Pt, case: Case, spec: dict, prog: Program) -> str:
 
     if prog.kind != "pattern" or not spec.get("fixture"):
         raise UsageError(f"{case.path}: `seed` cases are for patterns and name a `fixture` crate")
-    src = (PACKAGE_ROOT if "/" in spec["fixture"] else FIXTURES_ROOT) / spec["fixture"]  # examples/x: the repo's
+    name = str(spec["fixture"])
+    # NAME: tests/fixtures/NAME; a/b: the repo's (examples/shapes); ./x: beside the case (a workspace's own)
+    src = (case.path.parent / name if name.startswith(("./", "../"))
+           else (PACKAGE_ROOT if "/" in name else FIXTURES_ROOT) / name).resolve()
     if not (src / "Cargo.toml").is_file():
         raise UsageError(f"{case.path}: no fixture crate {src}")
     registry = pt.registry
@@ -195,7 +200,8 @@ def _pattern_case(pt: Pt, case: Case, spec: dict, prog: Program) -> str:
     at = {"run_id": run_id}
     diags = pt.store.run("?[diag, file_path, line, col, code, message] := *fix_diag{run_id: $run_id, round: 0, "
                          "diag, file_path, line, col, code, message}", at).rows
-    out = [f"# program: {prog.id}", f"# crate: {src.relative_to(PACKAGE_ROOT)}, seed: {spec['seed']}",
+    out = [f"# program: {prog.id}", f"# crate: {name if name.startswith('.') or '/' in name else 'tests/fixtures/' + name}, "
+           f"seed: {spec['seed']}",
            f"# errors (cargo check): {len(diags)}"]
     out += [f"  [{d}] {f}:{line}:{col} {code}: {msg}" for d, f, line, col, code, msg in sorted(diags)]
     try:

@@ -103,3 +103,15 @@ def test_a_row_of_the_wrong_type_is_named_not_a_crash(ws):
     outcome = G.run_case(case, "mem", registry=Registry(ws))
     assert not outcome.ok
     assert "# error: a row breaks the pattern's contract\ncolumn start holds 'x', not int\n" in outcome.actual, outcome.actual
+
+
+def test_a_workspace_pattern_case_names_a_crate_beside_it(pt, ws):
+    """A project-local pattern's case (.parseltongue/golden/patterns/...) keeps its crate beside it."""
+    gdir = ws / ".parseltongue" / "golden" / "patterns" / "make_pub"
+    shutil.copytree(G.FIXTURES_ROOT / "fix_make_pub", gdir / "crate")
+    (gdir / "mine.yaml").write_text("fixture: ./crate\nseed: src/lib.rs\n")
+    r = pt("-C", str(ws), "test", str(gdir), "--update")
+    assert r.code == 0, r.err
+    out = (gdir / "mine.expected").read_text()
+    assert "# crate: ./crate, seed: src/lib.rs" in out
+    assert "-const SCALE: f64 = 2.0;\n+pub const SCALE: f64 = 2.0;\n" in out
