@@ -55,9 +55,9 @@ def run_pt(*args: str, env: dict | None = None, check: bool = True) -> subproces
 
 
 class Daemon:
-    def __init__(self, home: Path, *extra: str):
+    def __init__(self, home: Path, *extra: str, env: dict | None = None):
         self.sock = str(home / "dobby.sock")
-        self.env = {**os.environ, "PARSELTONGUE_HOME": str(home), "SOCKET_PATH": self.sock}
+        self.env = {**os.environ, **(env or {}), "PARSELTONGUE_HOME": str(home), "SOCKET_PATH": self.sock}
         self.log = open(home / f"serve-{time.monotonic_ns()}.log", "w")
         self.proc = subprocess.Popen([PT, "dobby", "serve", *extra], env=self.env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
@@ -370,14 +370,30 @@ def test_ingest_on_a_two_node_ray_cluster_equals_a_local_ingest(tmp_path):
                    "--json", env={"PT_DOBBY": "0", **cluster["env"]})
         assert json.loads(r.stdout)["files_parsed"] > 0
         assert "2 nodes" in r.stderr
+        # A Dobby joined to the cluster parses its ingests there too, and leaves the cluster up
+        home = tmp_path / "home"
+        home.mkdir()
+        d = Daemon(home, "--ray-address", cluster["address"], env=cluster["env"])
+        try:
+            d.wait_ready()
+            st = d.call("get_status")
+            assert st["ray"]["owned"] is False and st["ray"]["nodes"] == 2
+            rep = json.loads(run_pt("-C", str(ws), "--db", str(tmp_path / "dobby.db"), "ingest", "--json", env=d.env).stdout)
+            assert rep["files_parsed"] > 0
+            d.call("shutdown", {"graceful_timeout": 30})
+            d.proc.wait(120)
+        finally:
+            d.stop()
+        assert len([pid for pid, cmd in ray_processes() if "/raylet/raylet " in cmd]) == 2  # the cluster outlives Dobby
     assert ray_processes() == []  # the nodes, stopped by their pids, took every process with them
     run_pt("-C", str(ws), "--db", str(tmp_path / "local.db"), "ingest", env={"PT_DOBBY": "0"})
-    a, b = open_store(tmp_path / "ray.db"), open_store(tmp_path / "local.db")
+    stores = {k: open_store(tmp_path / f"{k}.db") for k in ("ray", "dobby", "local")}
     try:
-        ra, lo = fact_rows(a), fact_rows(b)
-        assert sum(len(v) for v in lo.values()) > 20
-        for rel in lo:
-            assert ra[rel] == lo[rel], rel
+        rows = {k: fact_rows(s) for k, s in stores.items()}
+        assert sum(len(v) for v in rows["local"].values()) > 20
+        for rel in rows["local"]:
+            assert rows["ray"][rel] == rows["local"][rel], rel
+            assert rows["dobby"][rel] == rows["local"][rel], rel
     finally:
-        a.close()
-        b.close()
+        for s in stores.values():
+            s.close()
