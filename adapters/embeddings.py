@@ -1,8 +1,7 @@
-"""Text encoders for node vectors, and the incremental embedding flow.
+"""Text encoders for node vectors (the incremental embedding flow that uses them is runner/embed.py).
 
-    from parseltongue.adapters.embeddings import load_default_encoder, embed_changed
+    from parseltongue.adapters.embeddings import load_default_encoder
     enc = load_default_encoder()          # raises EncoderUnavailable with a reason when it cannot
-    report = embed_changed(pt, enc)       # vectors for nodes whose hash changed, in batches
 
 Vectors are optional everywhere: retrieval programs simply find none when no encoder is installed
 (`retrieval.ann_top_k` returns nothing, `merge_rank_context` ranks on graph and text alone).
@@ -20,10 +19,9 @@ import contextlib
 import hashlib
 import math
 import os
-import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from . import models as M
 from .models import DEFAULT_MODEL, ModelRecord  # noqa: F401 - the registry's, re-exported for callers
@@ -179,29 +177,6 @@ def node_text(row: dict) -> str:
     doc = row.get("doc") or ""
     text = head + ("\n" + doc if doc else "") + "\n" + (row.get("code") or "")
     return text[:NODE_TEXT_CHARS]
-
-
-def embed_changed(pt, encoder: Encoder, batch: int = 32,
-                  progress: Callable[[int], None] | None = None) -> dict:
-    """Vectors for every node whose text hash changed since it was last embedded with this model,
-    written in batches (one transaction each) by `retrieval.put_vectors`; vectors of removed nodes
-    are pruned at the end. Returns {"model", "embedded", "batches", "seconds"}."""
-    t0 = time.perf_counter()
-    plan = pt.query("retrieval.embed_plan", model=encoder.model_id)
-    done = batches = 0
-    for i in range(0, len(plan), batch):
-        ids = [r["id"] for r in plan[i:i + batch]]
-        rows = pt.query("retrieval.embed_texts", ids=ids)  # nodes without code are skipped
-        vecs = encoder.encode([node_text(r) for r in rows])
-        pt.run("retrieval.put_vectors", {"model": encoder.model_id,
-                                         "rows": [[r["id"], r["hash"], v] for r, v in zip(rows, vecs)]})
-        done += len(rows)
-        batches += 1
-        if progress:
-            progress(len(rows))
-    pt.run("retrieval.put_vectors", {"model": encoder.model_id, "rows": [], "prune": True})
-    return {"model": encoder.model_id, "embedded": done, "batches": batches,
-            "seconds": round(time.perf_counter() - t0, 2)}
 
 
 class HashingEncoder(Encoder):

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from .quiet import quiet_stderr
+
 DEFAULT_MODEL = "gemma3-270m-q4_k_m"
 VERIFY_LINES = 20  # the seed's verify_default: a deterministic prompt, exactly N lines back
 VERIFY_PROMPT = "Counting in words, one number per line:\none\ntwo\nthree\n"
@@ -364,21 +366,3 @@ def _extra_buffers(llama_c, allowed: bool):
         yield
     finally:
         llama_c.llama_model_default_params = original
-
-
-@contextlib.contextmanager
-def quiet_stderr():
-    """llama.cpp logs to fd 2 from C even with verbose=False; keep pt's stderr for pt."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # pytest capture, notebooks
-        yield
-        return
-    saved = os.dup(fd)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), fd)
-            yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)

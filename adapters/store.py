@@ -6,16 +6,20 @@ with a readable message and, when Cozo gives one, the byte offset of the problem
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from pycozo.client import Client, QueryException
+
+from .quiet import quiet_stderr
 
 ENGINES = ("sqlite", "mem")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -33,7 +37,20 @@ class StoreError(Exception):
 
 
 class StoreLocked(StoreError):
-    """Another process holds the database."""
+    """Another process held the database for longer than the wait."""
+
+
+class StoreCorrupt(StoreError):
+    """The file is not a sound sqlite database (truncated, overwritten)."""
+
+
+def lock_wait_s() -> float:
+    """How long a command waits for another process's write (PT_LOCK_WAIT, seconds) before it
+    gives up with StoreLocked: a reader waits for a writer's transaction rather than failing."""
+    try:
+        return max(0.0, float(os.environ.get("PT_LOCK_WAIT", "10")))
+    except ValueError:
+        return 10.0
 
 
 @dataclass
@@ -63,23 +80,37 @@ def _error_from(exc: BaseException) -> StoreError:
         own = _ASSERT_MESSAGE.match(resp.get("help") or "") if code == "eval::throw" else None
         if own:  # a program's own `assert(cond, 'message')`: its message, not "Evaluation of expression failed"
             try:
-                msg = json.loads(own.group(1))
+                return StoreError(json.loads(own.group(1)), offset, code)
             except ValueError:
-                msg = own.group(1)
-        if "locked" in msg.lower() or "busy" in msg.lower():
-            return StoreLocked(f"database is locked by another process: {msg}", offset, code)
-        return StoreError(msg, offset, code)
+                return StoreError(own.group(1), offset, code)
+        return _classified(msg, offset, code)
     if isinstance(exc, QueryException):  # a plain-string response, e.g. '{"ok":false,"message":"database closed"}'
         raw = str(exc.resp)
         try:
             raw = json.loads(raw).get("message", raw)
         except (ValueError, AttributeError):
             pass
-        return StoreError(_ANSI.sub("", raw).strip())
-    # Cozo's parser can panic (e.g. `%return { query }`); pyo3 raises PanicException, a BaseException.
+        return _classified(_ANSI.sub("", raw).strip())
+    # Cozo's parser can panic (e.g. `%return { query }`), and so does its sqlite storage on a
+    # locked or damaged file; pyo3 raises PanicException, a BaseException.
     text = _ANSI.sub("", str(exc)).strip().splitlines()
     first = text[0] if text else type(exc).__name__
-    return StoreError(f"cozo failed: {first}")
+    return _classified(f"cozo failed: {first}")
+
+
+# sqlite's own words (SQLITE_BUSY / SQLITE_LOCKED; SQLITE_CORRUPT / SQLITE_NOTADB), however Cozo
+# wraps them: in a message, or in a panic's `Error { code: Some(5), message: ... }`.
+_BUSY = re.compile(r"database is locked|database table is locked|\bbusy\b|code: Some\((5|6)\)", re.I)
+_CORRUPT = re.compile(r"malformed|not a database|code: Some\((11|26)\)", re.I)
+
+
+def _classified(msg: str, offset: int | None = None, code: str = "") -> StoreError:
+    if _BUSY.search(msg):
+        return StoreLocked(msg, offset, code)
+    if _CORRUPT.search(msg):
+        quoted = re.search(r'message: Some\("([^"]*)"\)', msg)
+        return StoreCorrupt(quoted.group(1) if quoted else msg, offset, code)
+    return StoreError(msg, offset, code)
 
 
 class Store:
@@ -91,22 +122,54 @@ class Store:
         self.engine = engine
         self.path = str(path) if engine == "sqlite" else ""
         if engine == "sqlite":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the directory of {self.path}: {exc.strerror}") from None
             _use_wal(self.path)
-        try:
-            self._db = Client(engine, self.path, dataframe=False)
-        except BaseException as exc:  # noqa: BLE001 - see _error_from
-            err = _error_from(exc)
-            raise StoreError(f"cannot open {engine} database {self.path}: {err.message}") from None
+        self._db = self._connect()
+
+    def _connect(self) -> Client:
+        """Open the file, waiting while another process writes it: Cozo's sqlite storage panics
+        when the file is locked at open (its panic text is kept off stderr; the error says it)."""
+        waited = _Backoff()
+        while True:
+            try:
+                with quiet_stderr():
+                    return Client(self.engine, self.path, dataframe=False)
+            except BaseException as exc:  # noqa: BLE001 - see _error_from
+                err = _error_from(exc)
+            if isinstance(err, StoreLocked) and waited.again():
+                continue
+            raise self._explained(err, "cannot open") from None
+
+    def _explained(self, err: StoreError, doing: str) -> StoreError:
+        """The error with the file named, and for a locked or damaged file what to do."""
+        where = f"{self.engine} database {self.path}".rstrip()
+        if isinstance(err, StoreLocked):
+            return StoreLocked(f"{where} is busy: another process has been writing it for "
+                               f"{lock_wait_s():g}s (set PT_LOCK_WAIT=SECONDS to wait longer)", err.offset, err.code)
+        if isinstance(err, StoreCorrupt):
+            return StoreCorrupt(f"{where} is damaged ({err.message}): rebuild it with "
+                                f"`pt init --rebuild` (the damaged file is kept beside it), then `pt ingest`",
+                                err.offset, err.code)
+        return type(err)(f"{doing} {where}: {err.message}", err.offset, err.code) if doing else err
 
     def run(self, script: str, params: dict | None = None, immutable: bool = False) -> Result:
-        try:
-            out = self._db.run(script, params or {}, immutable=immutable)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # noqa: BLE001 - panics are BaseException
-            raise _error_from(exc) from None
-        return Result(out.get("headers", []), out.get("rows", []))
+        """Run one script (one transaction). A script that finds the file locked by another
+        process's write has changed nothing; it is run again until the wait is over."""
+        waited = _Backoff()
+        while True:
+            try:
+                out = self._db.run(script, params or {}, immutable=immutable)
+                return Result(out.get("headers", []), out.get("rows", []))
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - panics are BaseException
+                err = _error_from(exc)
+            if isinstance(err, StoreLocked) and waited.again():
+                continue
+            raise self._explained(err, "") from None
 
     def relations(self) -> dict[str, list[tuple[str, str, bool]]]:
         """name -> [(column, type, is_key)] for every stored relation."""
@@ -156,15 +219,74 @@ def _use_wal(path: str) -> None:
         _set_journal(path, "wal")  # (byte 18, the file format read version, is 2 for WAL)
 
 
+class _Backoff:
+    """Sleeps of 10 ms doubling to 200 ms, until lock_wait_s() has passed."""
+
+    def __init__(self) -> None:
+        self.deadline = time.monotonic() + lock_wait_s()
+        self.sleep = 0.01
+
+    def again(self) -> bool:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(self.sleep, left))
+        self.sleep = min(self.sleep * 2, 0.2)
+        return True
+
+
+_HELD: dict[str, tuple[int, bool, int]] = {}  # lock path -> (fd, exclusive, depth) in this process
+
+
+@contextmanager
+def file_lock(db_path: str, exclusive: bool) -> Iterator[None]:
+    """An advisory lock on `<db>.lock` around creating and migrating the database: the process
+    that creates or migrates it holds it exclusively, one that opens it shares it, so no process
+    sees a half-made schema. Waits up to lock_wait_s() (else StoreLocked). A shared request never
+    creates the lock file: without one (a database made by an older pt) it does not lock. Nested
+    requests of one process share its lock (flock would make a second descriptor wait for the first)."""
+    path = db_path + ".lock"
+    if path in _HELD:
+        fd, held_ex, depth = _HELD[path]
+        if exclusive and not held_ex:
+            raise StoreError(f"{path}: an exclusive lock was asked for inside a shared one")
+        _HELD[path] = (fd, held_ex, depth + 1)
+        try:
+            yield
+        finally:
+            _HELD[path] = (fd, held_ex, depth)
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT if exclusive else os.O_RDONLY, 0o644)
+    except FileNotFoundError:
+        yield
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot open the lock file {path}: {exc.strerror}") from None
+    try:
+        waited = _Backoff()
+        while True:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited.again():
+                    raise StoreLocked(f"sqlite database {db_path} is busy: another process has been "
+                                      f"creating or migrating it for {lock_wait_s():g}s "
+                                      f"(set PT_LOCK_WAIT=SECONDS to wait longer)") from None
+        _HELD[path] = (fd, exclusive, 1)
+        yield
+    finally:
+        _HELD.pop(path, None)
+        os.close(fd)  # releases the lock
+
+
 def _set_journal_reopened(store: Store, mode: str) -> bool:
     store._db.close()
     try:
         return _set_journal(store.path, mode)
     finally:
-        try:
-            store._db = Client(store.engine, store.path, dataframe=False)
-        except BaseException as exc:  # noqa: BLE001 - see _error_from
-            raise StoreError(f"cannot reopen sqlite database {store.path}: {_error_from(exc).message}") from None
+        store._db = store._connect()
 
 
 def _set_journal(path: str, mode: str) -> bool:

@@ -209,7 +209,7 @@ def prepare_crate(common, crate: str, work: Path, encoder, pristine_cache: dict)
         pt = Pt(ws, store)
         n_vec = 0
         if encoder:
-            from parseltongue.adapters.embeddings import embed_changed
+            from parseltongue.runner.embed import embed_changed
 
             n_vec = embed_changed(pt, encoder)["embedded"]
     finally:
@@ -255,7 +255,7 @@ def run_case(common, meta: dict, work: Path, encoder, configs: list[str], limit:
         rep = ingest(ws, store)  # incremental: only the broken file is re-parsed and re-indexed
         pt = Pt(ws, store)
         if encoder:
-            from parseltongue.adapters.embeddings import embed_changed
+            from parseltongue.runner.embed import embed_changed
 
             res["vectors_updated"] = embed_changed(pt, encoder)["embedded"]
         if summarizer is not None:

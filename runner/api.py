@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from ..adapters.store import Result, Store, StoreError, StoreLocked, open_store
+from ..adapters.fs import rust_files
+from ..adapters.store import Result, Store, StoreCorrupt, StoreError, StoreLocked, file_lock, open_store
 from . import programs as P
-from .errors import GateFailed, UsageError
+from .errors import Busy, GateFailed, PtError, UsageError
 
 STATE_DIR = ".parseltongue"
 
@@ -45,6 +47,44 @@ def find_workspace(start: str | os.PathLike | None = None, walk: bool = True) ->
     return nearest_package or base
 
 
+def workspace_path(ws: Path, arg: str | os.PathLike, cwd: Path | None = None) -> str:
+    """The workspace-relative POSIX path that a PATH argument names ("" for the root itself): the
+    one function every command reads paths with. A relative PATH is read from the current
+    directory, as the shell completed it; where that names nothing and the same path under the
+    root does (`pt -C ws hydrate src/a.rs` run from elsewhere), from the root. A path outside the
+    workspace, after `..` and symlinks, is refused (exit 2)."""
+    cwd = Path(cwd or os.getcwd())
+    p = Path(arg).expanduser()
+    if not p.is_absolute():
+        here, there = cwd / p, ws / p
+        p = there if not here.exists() and (there.exists() or not _inside(here, ws)) else here
+    lexical = Path(os.path.normpath(p))
+    real = p.resolve()
+    if not _inside(real, ws.resolve()):
+        raise UsageError(f"{arg} is outside the workspace {ws}")
+    rel = lexical.relative_to(ws) if _inside(lexical, ws) else real.relative_to(ws.resolve())
+    return "" if rel == Path(".") else rel.as_posix()
+
+
+def _inside(p: Path, root: Path) -> bool:
+    p = Path(os.path.normpath(p))
+    return p == root or root in p.parents
+
+
+def named_files(ws: Path, paths: list[str]) -> tuple[list[str], list[str]]:
+    """The files that workspace-relative paths name (a directory: the `.rs` files under it, as
+    a full ingest would see them; a missing path: a deleted file), and the directories among them."""
+    files, dirs, tree = [], [], None
+    for rel in paths:
+        if (ws / rel).is_dir():
+            tree = tree if tree is not None else rust_files(ws)
+            dirs.append(rel)
+            files += [f for f in tree if f.startswith(rel + "/") or not rel]
+        else:
+            files.append(rel)
+    return list(dict.fromkeys(files)), dirs
+
+
 def default_db(workspace: Path) -> str:
     return os.environ.get("PT_DB") or str(workspace / STATE_DIR / "graph.db")
 
@@ -57,21 +97,48 @@ class Pt:
         self.store = store
         self.registry = P.Registry(workspace)
         self._relations: set[str] | None = None
+        self.missing = ""  # why this is an empty stand-in for a graph that does not exist yet
 
     @classmethod
     def open(cls, workspace: str | os.PathLike | None = None, db: str | None = None,
-             init: bool = True) -> "Pt":
+             init: bool = True, create: bool = True) -> "Pt":
+        """Open a workspace's graph. `create`: make the database (and `.parseltongue/`) when it
+        is missing. Read-only commands pass False: they create nothing, and without a graph they
+        answer from an empty one in memory (`missing` then says so). `init`: bring a new
+        database to the schema and refuse one at another revision."""
         ws = find_workspace(workspace, walk=workspace is None)
         target = db or default_db(ws)
+        sqlite = target != "mem"
+        new = sqlite and not Path(target).exists()
+        if new and not Path(target).parent.is_dir() and Path(target).parent != ws / STATE_DIR:
+            raise UsageError(f"database {target}: no such directory {Path(target).parent}")
+        if new and not create:
+            return cls._empty(ws, f"no graph at {target} yet: run `pt ingest` to build it")
+        if new and Path(target).parent == ws / STATE_DIR:
+            ensure_state_dir(ws)
         try:
-            store = open_store(target)
-        except StoreLocked as exc:
-            raise UsageError(exc.message) from None
+            # Sharing the lock waits for a process that is creating or migrating the database;
+            # creating it, this process holds it exclusively from before the file exists.
+            with file_lock(target, exclusive=new) if sqlite else nullcontext():
+                pt = cls(ws, open_store(target))
+                try:
+                    if init and not create and pt.current_rev() == 0:
+                        pt.close()
+                        return cls._empty(ws, f"the graph at {target} is empty: run `pt ingest` to build it")
+                    if init:
+                        pt.ensure_schema()
+                except BaseException:
+                    pt.close()
+                    raise
         except StoreError as exc:
-            raise UsageError(exc.message) from None
-        pt = cls(ws, store)
-        if init:
-            pt.ensure_schema()
+            raise store_error(exc) from None
+        return pt
+
+    @classmethod
+    def _empty(cls, ws: Path, why: str) -> "Pt":
+        pt = cls(ws, open_store("mem"))
+        pt.migrate()
+        pt.missing = why
         return pt
 
     def __enter__(self) -> "Pt":
@@ -105,12 +172,15 @@ class Pt:
         return self._relations
 
     def migrate(self) -> list[str]:
-        """Apply every schema program newer than the database, each in one transaction."""
-        current, applied = self.current_rev(), []
-        for prog in self.schema_programs():
-            if prog.schema_rev > current:
-                self.run(prog.id)
-                applied.append(prog.id)
+        """Apply every schema program newer than the database, each in one transaction, holding
+        the database's lock so that no other process opens it half-migrated."""
+        with file_lock(self.store.path, exclusive=True) if self.store.path else nullcontext():
+            self._relations = None  # another process may have migrated it meanwhile
+            current, applied = self.current_rev(), []
+            for prog in self.schema_programs():
+                if prog.schema_rev > current:
+                    self.run(prog.id)
+                    applied.append(prog.id)
         return applied
 
     def ensure_schema(self) -> None:
@@ -127,22 +197,16 @@ class Pt:
 
     # ------------------------------------------------------------ programs
 
-    def compiled_path(self, prog: P.Program) -> Path:
-        return self.workspace / STATE_DIR / "target" / "compiled" / f"{prog.id}.cozo"
-
     def compile(self, name: str, vars: dict | None = None) -> tuple[P.Program, str, Path]:
-        prog = self.registry.get(name)
-        script = P.render(self.registry, prog, P.bind_vars(prog, vars or {}))
-        out = self.compiled_path(prog)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(script, encoding="utf-8")
-        return prog, script, out
+        return compile_program(self.workspace, self.registry, name, vars)
 
     def run(self, name: str, params: dict | None = None, vars: dict | None = None,
             from_cli: bool = False) -> Result:
         """Run a named program; values only as `$params`, read-only programs immutably."""
         prog = self.registry.get(name)
         bound = P.bind_params(prog, params or {}, from_cli=from_cli)
+        if self.missing and not prog.read_only:
+            raise UsageError(f"{prog.id} writes to the graph, and there is none: {self.missing}")
         script = P.render(self.registry, prog, P.bind_vars(prog, vars or {}))
         P.check_access(prog, script, self.relation_names())
         if "search_text" in prog.reads and "search_text" not in prog.writes:
@@ -170,6 +234,16 @@ class Pt:
         """Rows as dicts; use `run` to pass Jinja vars."""
         return self.run(program, params).dicts()
 
+    def unknown_seeds(self, seeds: list[str]) -> list[str]:
+        """The seed ids that name no node of the graph (retrieval.unknown_nodes), for the caller
+        to name; a UsageError when none of them is known (the answer would be empty for nothing)."""
+        found = {r["id"] for r in self.query("retrieval.unknown_nodes", ids=list(seeds))} if seeds else set()
+        unknown = list(dict.fromkeys(s for s in seeds if s in found))  # in the order given
+        if unknown and set(unknown) >= set(seeds):
+            raise UsageError(f"no node has the id{'s' * (len(unknown) > 1)} {', '.join(unknown)} "
+                             f"(ids of a file: `pt query list_nodes_by_file -p file=PATH`; new files: `pt ingest`)")
+        return unknown
+
     def _explain(self, prog: P.Program, script: str, vars: dict | None, exc: StoreError) -> Exception:
         where = str(prog.path)
         if exc.offset is not None:
@@ -177,6 +251,39 @@ class Pt:
             where = f"{out}:{P.line_of(script, exc.offset)}"
         if exc.code.startswith("eval::assert_"):
             return GateFailed(f"{prog.id}: gate failed: {exc.message}")
-        if isinstance(exc, StoreLocked):
-            return UsageError(exc.message)
+        if isinstance(exc, (StoreLocked, StoreCorrupt)):
+            return store_error(exc)
         return UsageError(f"{where}: {prog.id}: {exc.message}")
+
+
+def compile_program(ws: Path, registry: P.Registry, name: str,
+                    vars: dict | None = None) -> tuple[P.Program, str, Path]:
+    """Render a program to `.parseltongue/target/compiled/ID.cozo` (Cozo reports byte offsets;
+    this is the text they point into). Needs no database."""
+    prog = registry.get(name)
+    script = P.render(registry, prog, P.bind_vars(prog, vars or {}))
+    out = ensure_state_dir(ws) / "target" / "compiled" / f"{prog.id}.cozo"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(script, encoding="utf-8")
+    return prog, script, out
+
+
+def store_error(exc: StoreError, other: type[PtError] = UsageError) -> PtError:
+    """A store error as one line and one exit code for every command: busy past the wait
+    (Busy, 4), a damaged file (2), anything else as `other`."""
+    if isinstance(exc, StoreLocked):
+        return Busy(exc.message)
+    return UsageError(exc.message) if isinstance(exc, StoreCorrupt) else other(exc.message)
+
+
+def ensure_state_dir(ws: Path) -> Path:
+    """`.parseltongue/`, made with a `.gitignore` of its own: nothing in it belongs in git."""
+    state = ws / STATE_DIR
+    state.mkdir(parents=True, exist_ok=True)
+    ignore = state / ".gitignore"
+    if not ignore.exists():
+        try:
+            ignore.write_text("*\n", encoding="utf-8")
+        except OSError:
+            pass  # a read-only state dir still works; git will just list it
+    return state

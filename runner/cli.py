@@ -1,6 +1,7 @@
 """`pt`: the click front end. Results go to stdout, logs and progress to stderr.
 
-Exit codes: 0 ok, 1 a gate or golden check failed, 2 bad usage or bad input, 3 internal error.
+Exit codes: 0 ok, 1 a gate or golden check failed, 2 bad usage or bad input, 3 internal error,
+4 the graph was busy (another process writing it) for longer than the wait (PT_LOCK_WAIT).
 """
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ import click
 
 from . import golden as G
 from . import programs as P
-from .api import Pt, default_db, find_workspace
-from .errors import GateFailed, PtError, UsageError
+from ..adapters.store import StoreError
+from .api import Pt, compile_program, default_db, find_workspace, store_error, workspace_path
+from .errors import GateFailed, InternalError, PtError, UsageError
 from .flows import check as check_flows
-from .output import emit, echo_err
+from .output import echo_err, emit, warn_unknown
 
 
 class Ctx:
@@ -31,8 +33,14 @@ class Ctx:
         # -C names the root itself; only without it is the root looked for upwards from the cwd
         return find_workspace(self.workspace_arg, walk=self.workspace_arg is None)
 
-    def open(self, init: bool = True) -> Pt:
-        return Pt.open(self.workspace, self.db, init=init)
+    def paths(self, args: tuple[str, ...]) -> list[str]:
+        """PATH arguments as workspace-relative paths ("" = the root); one outside is refused."""
+        ws = self.workspace
+        return [workspace_path(ws, a) for a in args]
+
+    def open(self, init: bool = True, create: bool = True) -> Pt:
+        """`create=False` for read-only commands: a missing graph is NoGraph, nothing is made."""
+        return Pt.open(self.workspace, self.db, init=init, create=create)
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -53,10 +61,14 @@ def cli(ctx: click.Context, workspace: str | None, db: str | None) -> None:
 # ------------------------------------------------------------------ init / status
 
 @cli.command()
+@click.option("--rebuild", is_flag=True,
+              help="Start a new, empty database; the old file (damaged, say) is kept as FILE.bak.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_ctx
-def init(c: Ctx, as_json: bool) -> None:
+def init(c: Ctx, rebuild: bool, as_json: bool) -> None:
     """Create the graph database, or migrate it to this pt's schema (idempotent)."""
+    if rebuild:
+        _set_aside(c.db or default_db(c.workspace))
     with c.open(init=False) as pt:
         before = pt.current_rev()
         if before > pt.latest_rev():
@@ -72,6 +84,16 @@ def init(c: Ctx, as_json: bool) -> None:
         click.echo(f"{doc['db']} is up to date (schema rev {doc['schema_rev']})")
 
 
+def _set_aside(db: str) -> None:
+    """`pt init --rebuild`: the database file (and its sqlite side files) renamed to *.bak."""
+    if db == "mem" or not Path(db).exists():
+        return
+    for suffix in ("", "-wal", "-shm"):
+        if Path(db + suffix).exists():
+            os.replace(db + suffix, db + ".bak" + suffix)
+    echo_err(f"pt: the old database is now {db}.bak")
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_ctx
@@ -79,7 +101,13 @@ def status(c: Ctx, as_json: bool) -> None:
     """Schema revision and row counts of the graph."""
     from .watch import stale_files
 
-    with c.open() as pt:
+    with c.open(create=False) as pt:
+        if pt.missing:
+            if as_json:
+                emit({"workspace": str(pt.workspace), "db": None, "schema_rev": 0, "rows": {}, "note": pt.missing}, True)
+            else:
+                click.echo(f"workspace  {pt.workspace}\n{pt.missing}")
+            return
         counts = {r["relation"]: r["rows"] for r in pt.query("meta.status")}
         stale = stale_files(pt)
         doc = {"workspace": str(pt.workspace), "db": pt.store.path or "mem", "engine": pt.store.engine,
@@ -133,14 +161,15 @@ def ingest_cmd(c: Ctx, paths: tuple, no_cargo: bool, jobs: int | None, with_hydr
     from .dobby.ingest_ray import cluster
     from .ingest import IngestReport, ingest
 
-    remote = None if ray_address or with_hydrate else hooks.ingest(c, list(paths), no_cargo, jobs)
+    rels = c.paths(paths)
+    remote = None if ray_address or with_hydrate else hooks.ingest(c, rels, no_cargo, jobs)
     if remote is not None:  # a running Dobby did it (its writer, its warm graph)
         report, hydrated = IngestReport(**remote), None
     else:
         with c.open() as pt, cluster(ray_address) as parse_map:
-            report = ingest(pt.workspace, pt.store, paths=list(paths) or None, use_cargo=not no_cargo,
+            report = ingest(pt.workspace, pt.store, paths=rels or None, use_cargo=not no_cargo,
                             progress=sys.stderr.isatty() and not as_json, jobs=jobs, parse_map=parse_map)
-            hydrated = _hydrate(pt, list(paths), None, as_json) if with_hydrate else None
+            hydrated = _hydrate(pt, rels, None, as_json) if with_hydrate else None
     for rel, why in report.files_skipped:
         echo_err(f"pt: skipped {rel}: {why}")
     if as_json:
@@ -176,8 +205,9 @@ def _hydrate(pt: Pt, paths: list[str], budget_s: float | None, as_json: bool):
 def hydrate_cmd(c: Ctx, paths: tuple, budget_s: float | None, as_json: bool) -> None:
     """Add rust-analyzer facts (signatures, resolved calls, diagnostics, macro items) to the files
     changed since they were last hydrated (or just those among PATHS)."""
+    rels = c.paths(paths)
     with c.open() as pt:
-        report = _hydrate(pt, list(paths), budget_s, as_json)
+        report = _hydrate(pt, rels, budget_s, as_json)
     if as_json:
         emit(report.as_dict(), True)
     else:
@@ -259,15 +289,19 @@ def query(c: Ctx, name: str, params: tuple, params_json: str | None, vars_: tupl
     from ..adapters.store import Result
     from .dobby import hooks
 
+    prog = P.Registry(c.workspace).get(name)
     remote = hooks.query(c, name, given, from_json, vars_d)  # a running Dobby's warm worker, if any
     if remote is not None:
         prog_id, res = remote["program"], Result(remote["headers"], remote["rows"])
     else:
-        with c.open() as pt:
-            prog = pt.registry.get(name)
+        with c.open(create=not prog.read_only) as pt:  # a read-only program creates nothing
             # CLI strings are coerced by declared type; JSON values must already have the right type.
             merged = {**P.coerce_cli_params(prog, given), **from_json}
             prog_id, res = prog.id, pt.run(prog.id, merged, vars_d)
+            if isinstance(merged.get("seeds"), list):  # node ids by convention (two_hop, context, ...)
+                warn_unknown(pt.unknown_seeds(merged["seeds"]))
+            if pt.missing:
+                echo_err(f"pt: note: {pt.missing}; answered from an empty graph")
     if as_json:
         emit({"program": prog_id, "headers": res.headers, "rows": res.dicts()}, True)
     else:
@@ -281,8 +315,7 @@ def query(c: Ctx, name: str, params: tuple, params_json: str | None, vars_: tupl
 def compile_cmd(c: Ctx, name: str, vars_: tuple) -> None:
     """Render NAME and write it to .parseltongue/target/compiled/ID.cozo (path on stdout)."""
     vars_d = {k: P.parse_cli_var(v) for k, v in _pairs(vars_, "var").items()}
-    with c.open(init=False) as pt:
-        _, _, out = pt.compile(name, vars_d)
+    _, _, out = compile_program(c.workspace, P.Registry(c.workspace), name, vars_d)
     click.echo(str(out))
 
 
@@ -332,8 +365,8 @@ from .cli_preflight import register as _register_preflight  # noqa: E402 - needs
 
 _register_preflight(cli)  # pt preflight / apply / undo
 
-from .context import context as _context_cmd  # noqa: E402
-from .models import models as _models_group  # noqa: E402
+from .cli_context import context as _context_cmd  # noqa: E402
+from .cli_models import models as _models_group  # noqa: E402
 
 from .cli_fix import run_group as _run_group  # noqa: E402
 from .cli_summarize import summarize_cmd as _summarize_cmd  # noqa: E402
@@ -363,7 +396,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
-    except PtError as exc:
+    except (PtError, StoreError) as exc:
+        exc = store_error(exc, InternalError) if isinstance(exc, StoreError) else exc
         echo_err(f"pt: {'error' if exc.exit_code != 1 else 'failed'}: {exc.message}")
         sys.exit(exc.exit_code)
     except SystemExit:

@@ -1,4 +1,4 @@
-"""`pt context`: the context pack for a fix, from positions or node ids.
+"""The context pack for a fix (`pt context`), from positions or node ids.
 
 The ranking and the token cut are rules (`rules/retrieval/context.cozo`; `pt query context` runs it
 directly with node ids). This module adds only what a rule cannot do: turn `FILE:LINE` positions into
@@ -8,16 +8,12 @@ START/END beacons for a model.
     pt context src/parse.rs:120 fn:src/lib.rs::run --budget 3000 --query "expected `u32`"
     pt context src/parse.rs:120 --json
 
-Registered in runner/cli.py with `cli.add_command(context)`.
+The command itself is runner/cli_context.py.
 """
 from __future__ import annotations
 
-
-import click
-
-from .api import Pt
+from .api import Pt, workspace_path
 from .errors import UsageError
-from .output import echo_err, emit
 
 
 def seed_ids(pt: Pt, seeds: list[str]) -> list[str]:
@@ -27,6 +23,7 @@ def seed_ids(pt: Pt, seeds: list[str]) -> list[str]:
         node = s
         file, sep, line = s.rpartition(":")
         if sep and line.isdigit() and ":" not in file:
+            file = workspace_path(pt.workspace, file)
             path = pt.workspace / file
             try:
                 data = path.read_bytes()
@@ -83,49 +80,4 @@ def render_text(rows: list[dict], found: list[dict] | None = None) -> str:
     return "\n".join(out)
 
 
-@click.command("context")
-@click.argument("seeds", nargs=-1, required=True)
-@click.option("--budget", "budget", type=int, default=4000, show_default=True,
-              help="Tokens of code (characters / 4).")
-@click.option("--query", default="", help="Text for the full-text (and, with an encoder, vector) side.")
-@click.option("--vectors/--no-vectors", default=False, show_default=True,
-              help="Also rank by vector similarity to --query (needs `pt models ensure`; off: it did not help localization).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
-@click.pass_context
-def context(ctx: click.Context, seeds: tuple, budget: int, query: str, vectors: bool, as_json: bool) -> None:
-    """The context pack for SEEDS (node ids or FILE:LINE): seeds' code first, then ranked neighbours
-    as a pyramid under --budget tokens (signatures, summaries, code while it fits), in a stable
-    order; then the A4 findings among them."""
-    from .cli import Ctx
-
-    encoder = None
-    if vectors and query.strip():
-        try:
-            from ..adapters.embeddings import EncoderUnavailable, load_encoder
-
-            encoder = load_encoder()
-        except EncoderUnavailable as exc:
-            echo_err(f"pt: vectors not used: {exc}")
-    from .dobby import hooks
-
-    remote = None if encoder is not None else hooks.context(ctx.find_object(Ctx), list(seeds), budget, query)
-    if remote is not None:  # a running Dobby's warm worker
-        ids, rows, found = remote["seeds"], remote["nodes"], remote["findings"]
-    else:
-        try:
-            with ctx.find_object(Ctx).open() as pt:
-                ids = seed_ids(pt, list(seeds))
-                rows = context_pack(pt, ids, budget, query, encoder)
-                found = findings(pt, rows)
-        finally:
-            if encoder is not None:
-                encoder.close()
-    if as_json:
-        emit({"seeds": ids, "budget_tokens": budget, "tokens": sum(r["tokens"] for r in rows), "nodes": rows,
-              "findings": found}, True)
-    else:
-        click.echo(render_text(rows, found))
-        echo_err(f"({len(rows)} nodes, {sum(r['tokens'] for r in rows)} of {budget} tokens)")
-
-
-__all__ = ["context", "context_pack", "findings", "render_text", "seed_ids"]
+__all__ = ["context_pack", "findings", "render_text", "seed_ids"]

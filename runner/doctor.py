@@ -51,19 +51,27 @@ def run_checks(ctx) -> list[dict[str, Any]]:
                              "missing: rust-analyzer runs without the standard library (noSysroot)",
                              "rustup component add rust-src", required=False))
     checks.append(_rust_analyzer())
-    try:
-        from .api import Pt
+    checks.append(_database(ctx))
+    return checks
 
-        with Pt.open(ctx.workspace, ctx.db, init=False) as pt:
+
+def _database(ctx) -> dict[str, Any]:
+    from .api import Pt
+    from .errors import Busy, PtError
+
+    try:
+        with Pt.open(ctx.workspace, ctx.db, init=False, create=False) as pt:
             rev, latest = pt.current_rev(), pt.latest_rev()
             where = f"{pt.store.path or 'mem'} ({pt.store.engine})"
-        if rev == latest:
-            checks.append(_check("database", True, f"{where}, schema rev {rev}"))
-        elif rev == 0:
-            checks.append(_check("database", True, f"{where}, empty (created on first use or by `pt init`)"))
-        else:
-            checks.append(_check("database", False, f"{where}, schema rev {rev} (this pt: {latest})", "run `pt init`"))
-    except Exception as exc:  # noqa: BLE001
-        checks.append(_check("database", False, str(getattr(exc, "message", exc)),
-                             "check --db / PT_DB, or close the process holding the database"))
-    return checks
+            if pt.missing:
+                return _check("database", True, pt.missing)
+    except Busy as exc:
+        return _check("database", False, exc.message, "wait for the other pt (ingest, watch, fix) to finish")
+    except PtError as exc:  # a damaged file says how to rebuild it
+        fix = "" if "rebuild" in exc.message else "check --db / PT_DB"
+        return _check("database", False, exc.message, fix)
+    if rev == latest:
+        return _check("database", True, f"{where}, schema rev {rev}")
+    if rev == 0:
+        return _check("database", True, f"{where}, empty (built by `pt ingest`)")
+    return _check("database", False, f"{where}, schema rev {rev} (this pt: {latest})", "run `pt init`")

@@ -1,4 +1,5 @@
-"""Errors that reach the user as one line and an exit code (0 ok, 1 gate/golden failed, 2 bad input, 3 internal)."""
+"""Errors that reach the user as one line and an exit code (0 ok, 1 gate/golden failed, 2 bad input,
+3 internal, 4 the graph was busy for longer than the wait)."""
 from __future__ import annotations
 
 
@@ -14,6 +15,12 @@ class UsageError(PtError):
     """Bad usage or bad input: a missing program, a wrong param, a broken rule file, no workspace."""
 
     exit_code = 2
+
+
+class Busy(PtError):
+    """Another process kept the graph locked for longer than the wait (PT_LOCK_WAIT): try again."""
+
+    exit_code = 4
 
 
 class GateFailed(PtError):

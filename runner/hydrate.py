@@ -31,9 +31,8 @@ import blake3
 from ..adapters import rust_analyzer as ra
 from ..adapters.store import Store
 from ..adapters.treesitter import extract
-from .api import Pt
-from .errors import UsageError
-from .ingest import _progress
+from .api import Pt, named_files, workspace_path
+from .output import progress_counter
 
 DEFAULT_BUDGET_S = 300.0
 WRITE_BATCH_FILES = 16  # files per write transaction (SQLite pays ~30 ms per commit)
@@ -325,19 +324,6 @@ def _expansion_items(text: str) -> list[dict]:
 
 # ------------------------------------------------------------------ the flow
 
-def _rel_paths(ws: Path, paths: list[str]) -> list[str]:
-    out = []
-    for p in paths:
-        path = Path(p)
-        if path.is_absolute():
-            try:
-                path = path.resolve().relative_to(ws)
-            except ValueError:
-                raise UsageError(f"{p} is outside the workspace {ws}") from None
-        out.append(path.as_posix())
-    return out
-
-
 def _start_session(ws: Path, deadline: float, report: HydrateReport) -> ra.RaSession | None:
     try:
         session = ra.open_session(ws, ready_timeout=max(1.0, min(READY_TIMEOUT_S, deadline - time.monotonic())))
@@ -389,7 +375,8 @@ def hydrate(workspace: str | os.PathLike, store: Store, *, paths: list[str] | No
     report = HydrateReport()
     timings = {"start_s": 0.0, "requests_s": 0.0, "write_s": 0.0}
 
-    pending = pt.query("hydrate.pending", files=_rel_paths(ws, paths or []), force=force)
+    files = named_files(ws, [workspace_path(ws, p, cwd=ws) for p in paths or []])[0]
+    pending = pt.query("hydrate.pending", files=files, force=force) if files or not paths else []
     report.files_pending = len(pending)
     if not pending:
         report.elapsed_s = time.monotonic() - t0
@@ -409,7 +396,7 @@ def hydrate(workspace: str | os.PathLike, store: Store, *, paths: list[str] | No
     restarts_before = session.restarts
 
     h = _Hydrator(pt, session, report, deadline)
-    step, close = _progress(progress, len(pending), "pt hydrate:")
+    step, close = progress_counter(progress, len(pending), "pt hydrate:")
     try:
         for i in range(0, len(pending), batch_files):
             chunk = pending[i:i + batch_files]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -25,8 +24,9 @@ from ..adapters import cargo, fs
 from ..adapters.store import Store, StoreError
 from ..adapters.treesitter import BinaryFileError, FileFacts, NotUtf8Error, extract
 from . import programs as P
-from .api import Pt
+from .api import Pt, named_files, workspace_path
 from .errors import UsageError
+from .output import progress_counter
 
 WRITE_BATCH_FILES = 300  # files per replace transaction (SQLite pays ~30 ms per commit)
 RESOLVE_BATCH_FILES = 200  # files per edge-resolution run (cost is linear in the batch; this bounds memory)
@@ -188,7 +188,7 @@ def _run_together(pt: Pt, steps: list[Step]) -> None:
         if b:
             script = re.sub(r"\$(" + "|".join(map(re.escape, b)) + r")\b", lambda m: f"$s{i}_{m.group(1)}", script)
             bound.update({f"s{i}_{k}": v for k, v in b.items()})
-        if not P._COMMENTS.sub("", script).lstrip().startswith("{"):
+        if not P.COMMENTS.sub("", script).lstrip().startswith("{"):
             script = "{\n" + script + "\n}"  # a single-query program becomes one block of the chain
         scripts.append(script)
     try:
@@ -196,36 +196,6 @@ def _run_together(pt: Pt, steps: list[Step]) -> None:
     except StoreError:  # rolled back: one by one, the failing program raises its own error
         for step in steps:
             pt.run(*step)
-
-
-def _progress(enabled, total: int, label: str):
-    """A step(n) / close() pair: a bar on stderr when `enabled` is True; when it is a callable
-    (the MCP server's progress notifications), it is called with (label, done, total)."""
-    if not enabled or total == 0:
-        return lambda n: None, lambda: None
-    if callable(enabled):
-        done = [0]
-
-        def report(n: int) -> None:
-            done[0] += n
-            enabled(label, done[0], total)
-
-        return report, lambda: None
-    state = {"done": 0, "last": 0.0}
-
-    def step(n: int) -> None:
-        state["done"] += n
-        now = time.monotonic()
-        if now - state["last"] > 0.2 or state["done"] == total:
-            state["last"] = now
-            sys.stderr.write(f"\r{label} {state['done']}/{total} files")
-            sys.stderr.flush()
-
-    def close() -> None:
-        sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return step, close
 
 
 class _Update:
@@ -287,13 +257,14 @@ class _Update:
         t = time.perf_counter()
         now = time.time()
         changed, touched, rows, write_s = [], [], _Rows(), 0.0
-        step, close = _progress(self.progress, len(candidates), "pt ingest: parsing")
+        step, close = progress_counter(self.progress, len(candidates), "pt ingest: parsing")
         for rel, facts, digest, err, size, mtime in _parse_iter(self.ws, candidates, self.jobs, self.parse_map):
             step(1)
             if err:
                 self.report.files_skipped.append([rel, err])
-            if self.stored.get(rel) == digest and not err:
-                touched.append([rel, digest, size, mtime, facts.parse_error_count if facts else 0, now])
+            if self.stored.get(rel) == digest:  # same bytes: no new facts (a skipped file stays skipped)
+                if not err:
+                    touched.append([rel, digest, size, mtime, facts.parse_error_count if facts else 0, now])
                 continue
             changed.append(rel)
             self.report.parse_errors += facts.parse_error_count if facts else 0
@@ -327,7 +298,7 @@ class _Update:
             tw = time.perf_counter()
             self.flush()
             self.timings["write_s"] += time.perf_counter() - tw
-        step, close = _progress(self.progress if bulk else False, len(to_resolve), "pt ingest: resolving")
+        step, close = progress_counter(self.progress if bulk else False, len(to_resolve), "pt ingest: resolving")
         for i in range(0, len(some), RESOLVE_BATCH_FILES):
             batch = some[i:i + RESOLVE_BATCH_FILES]
             nodes = sorted({n for f in batch for n in partial[f]})
@@ -370,6 +341,10 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
     pt.ensure_schema()
     report, timings = IngestReport(), {}
 
+    if paths is not None:
+        paths = [workspace_path(ws, p, cwd=ws) for p in paths]  # refuses a path outside
+        if "" in paths:
+            paths = None  # the workspace root named: everything, as with no paths
     # A few-file update reuses the layout of the last full ingest (cargo metadata costs ~100 ms).
     layout = layout or (paths is not None and _stored_layout(pt, ws)) or discover(ws, use_cargo)
     if paths is None:
@@ -381,13 +356,11 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
 
     # What changed: stat every file, let the rule compare with file_state.
     t = time.perf_counter()
+    dirs: list[str] = []
     if paths is None:
         on_disk = fs.rust_files(ws)
     else:
-        on_disk = []
-        for p in paths:
-            rel = Path(p).resolve().relative_to(ws).as_posix() if Path(p).is_absolute() else Path(p).as_posix()
-            on_disk.append(rel)
+        on_disk, dirs = named_files(ws, paths)
     current, missing = [], []
     for rel in on_disk:
         try:
@@ -397,8 +370,14 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
             missing.append(rel)
     stale = pt.query("ingest.stale_files", current=current) if paths is None else \
         [{"file_path": r[0], "state": "changed"} for r in current]
+    if dirs:  # a directory named: its stored files that are gone from disk are removed too
+        stale += [s for s in pt.query("ingest.stale_files", current=current)
+                  if s["state"] == "deleted" and any(s["file_path"].startswith(d + "/") for d in dirs)]
     deleted = [s["file_path"] for s in stale if s["state"] == "deleted"] + missing
     candidates = [s["file_path"] for s in stale if s["state"] in ("new", "changed")]
+    if paths is None:  # files skipped last time are read again, to be reported as skipped again
+        again = {r["file_path"] for r in pt.query("ingest.skipped_files")} & {r[0] for r in current}
+        candidates += sorted(again - set(candidates))
     report.files_total = len(current)
     timings["scan_s"] = time.perf_counter() - t
 
@@ -415,8 +394,9 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
     with store.bulk() if len(candidates) > RESOLVE_BATCH_FILES else nullcontext():
         run.remove(deleted)
         changed = run.parse_and_write(candidates, file_crate_rows(layout, candidates))
-        report.files_unchanged = len(current) - len(changed)
-        report.files_parsed = len(changed)
+        skipped = {f for f, _ in report.files_skipped}
+        report.files_parsed = len(set(changed) - skipped)
+        report.files_unchanged = len(current) - report.files_parsed - len(skipped)
         report.files_removed = len(deleted)
         report.text_index = "deferred" if (run.text_deferred or (defer_text and _text_pending(pt))) else "updated"
         run.resolve(changed, deleted)

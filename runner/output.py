@@ -1,17 +1,55 @@
-"""Rendering results: tables for people, one JSON document for scripts. Logs go to stderr."""
+"""Rendering results: tables for people, one JSON document for scripts. Logs and progress go to
+stderr. (Plain writes, no click: flows print through here too, and click stays in cli*.)"""
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
-
-import click
+import time
+from typing import Any, Callable
 
 _CELL_MAX = 80
 
 
 def echo_err(message: str) -> None:
-    click.echo(message, err=True)
+    print(message, file=sys.stderr, flush=True)
+
+
+def progress_counter(enabled: bool | Callable[[str, int, int], None], total: int,
+                     label: str) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """(step, close) for a `label done/total files` line on stderr, redrawn at most every 0.2 s;
+    when `enabled` is a callable (the MCP server's progress notifications), it is called with
+    (label, done, total) instead."""
+    if not enabled or total == 0:
+        return lambda n: None, lambda: None
+    if callable(enabled):
+        done = [0]
+
+        def report(n: int) -> None:
+            done[0] += n
+            enabled(label, done[0], total)
+
+        return report, lambda: None
+    state = {"done": 0, "last": 0.0}
+
+    def step(n: int) -> None:
+        state["done"] += n
+        now = time.monotonic()
+        if now - state["last"] > 0.2 or state["done"] == total:
+            state["last"] = now
+            sys.stderr.write(f"\r{label} {state['done']}/{total} files")
+            sys.stderr.flush()
+
+    def close() -> None:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return step, close
+
+
+def warn_unknown(ids: list[str]) -> None:
+    """Seeds the graph does not have, named on stderr (the answer is about the others)."""
+    if ids:
+        echo_err(f"pt: warning: no node has the id{'s' * (len(ids) > 1)} {', '.join(ids)}; ignored")
 
 
 def _cell(value: Any) -> str:
@@ -34,5 +72,5 @@ def emit(doc: Any, as_json: bool) -> None:
         json.dump(doc, sys.stdout, ensure_ascii=False, indent=2, default=str)
         sys.stdout.write("\n")
         return
-    click.echo(table(doc.headers, doc.rows))
+    print(table(doc.headers, doc.rows))
     echo_err(f"({len(doc.rows)} row{'s' if len(doc.rows) != 1 else ''})")

@@ -29,7 +29,7 @@ _SCALARS = {"String", "Int", "Float", "Bool", "Json", "Any"}
 _WRITE_OPS = re.compile(r"(?<![:\w]):(put|replace|rm|insert|update|delete|create)\s+([A-Za-z_]\w*)")
 _REMOVE_OP = re.compile(r"::remove\s+([A-Za-z_]\w*)")
 _STORED_READ = re.compile(r"[*~]([A-Za-z_]\w*)(?::\w+)?\s*[\[{]")  # `*rel{`, `*rel:index{`, `~rel:fts{`
-_COMMENTS = re.compile(r"/\*.*?\*/|#[^\n]*", re.S)
+COMMENTS = re.compile(r"/\*.*?\*/|#[^\n]*", re.S)
 
 
 def _rules_roots() -> list[Path]:

@@ -22,7 +22,10 @@ export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/
 stamp=".venv/.pt-installed-$extras"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >&2
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]" >&2
+  # An editable install with package-dir always tells, as a warning, that a folder named like the
+  # package could shadow it (none here); errors still show.
+  PYTHONWARNINGS="ignore::UserWarning:setuptools.command.editable_wheel" \
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]" >&2
   touch "$stamp"
 fi
 if [ "$dev" = 1 ]; then

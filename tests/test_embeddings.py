@@ -17,7 +17,7 @@ from parseltongue.adapters import embeddings as E
 from parseltongue.adapters import models as M
 from parseltongue.adapters.store import open_store
 from parseltongue.runner.api import Pt
-from parseltongue.runner.models import models as models_cmd
+from parseltongue.runner.cli_models import models as models_cmd
 
 HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 HAVE_GEMMA = importlib.util.find_spec(M.CATALOGUE[M.DEFAULT_MODEL].module) is not None

@@ -151,7 +151,8 @@ def test_hooks_ingest_an_edited_file_and_report_status(plugin, tmp_path):
     for name, ev in (("post-edit", event), ("session-start", {"cwd": str(ws)})):
         r = _hook(plugin, name, ev, ws)
         assert r.returncode == 1 and r.stdout == "", r
-        assert r.stderr.splitlines()[-1].startswith("parseltongue hook: cannot open sqlite database"), r.stderr
+        last = r.stderr.splitlines()[-1]
+        assert last.startswith("parseltongue hook: sqlite database") and "pt init --rebuild" in last, r.stderr
 
 
 # ------------------------------------------------------------------ headless runs against a scripted model

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from parseltongue.adapters.embeddings import HashingEncoder, embed_changed, node_text
+from parseltongue.adapters.embeddings import HashingEncoder, node_text
+from parseltongue.runner.embed import embed_changed
 from parseltongue.adapters.store import open_store
 from parseltongue.runner.api import Pt
-from parseltongue.runner.context import context as context_cmd
+from parseltongue.runner.cli_context import context as context_cmd
 from parseltongue.runner.context import context_pack, render_text, seed_ids
 from parseltongue.runner.ingest import ingest
-from parseltongue.runner.models import models as models_cmd
+from parseltongue.runner.cli_models import models as models_cmd
 from parseltongue.runner.programs import Registry
 
 from conftest import FIXTURES, REPO

@@ -5,7 +5,8 @@
     pt models ls                                                 registered and known models
     pt models embed  [--model-id ID] [--batch N]                 vectors for changed nodes
 
-Registered in runner/cli.py with `cli.add_command(models)`. Without llama-cpp-python (or without a
+Registered in runner/cli.py with `cli.add_command(models)`; commands get the CLI's `Ctx` as
+click's obj. The embedding flow is runner/embed.py. Without llama-cpp-python (or without a
 model) these commands fail with a one-line reason and exit 2; nothing else in pt needs them.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import click
 
 from ..adapters import embeddings as E
 from ..adapters import models as M
+from .embed import embed_changed
 from .errors import GateFailed, UsageError
 from .output import echo_err, emit
 
@@ -107,8 +109,8 @@ def ls_cmd(as_json: bool) -> None:
 @click.option("--model-id", metavar="ID", default=E.DEFAULT_MODEL, show_default=True)
 @click.option("--batch", type=int, default=32, show_default=True, help="Vectors written per transaction.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
-@click.pass_context
-def embed_cmd(ctx: click.Context, model_id: str, batch: int, as_json: bool) -> None:
+@click.pass_obj
+def embed_cmd(c, model_id: str, batch: int, as_json: bool) -> None:
     """Compute vectors for the leaf nodes whose text changed since they were last embedded."""
     try:
         enc = E.load_encoder(model_id)
@@ -123,8 +125,8 @@ def embed_cmd(ctx: click.Context, model_id: str, batch: int, as_json: bool) -> N
             sys.stderr.flush()
 
     try:
-        with ctx.find_object(_ctx_class()).open() as pt:
-            report = E.embed_changed(pt, enc, batch=batch, progress=step)
+        with c.open() as pt:
+            report = embed_changed(pt, enc, batch=batch, progress=step)
     finally:
         enc.close()
     if sys.stderr.isatty() and not as_json and state["n"]:
@@ -134,8 +136,3 @@ def embed_cmd(ctx: click.Context, model_id: str, batch: int, as_json: bool) -> N
     else:
         click.echo(f"{report['embedded']} node vectors ({report['model']}) in {report['seconds']}s")
 
-
-def _ctx_class():
-    from .cli import Ctx  # the CLI's workspace/db context (imported late: cli imports this module)
-
-    return Ctx
