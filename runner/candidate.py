@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..adapters.fs import digest
 from ..adapters.mirror import SKIP_DIRS
-from .api import Pt
+from .api import Pt, workspace_path
 from .diffs import Region, apply_hunks, changed_regions, parse_diff, unified_diff
 from .errors import UsageError
 from .flows import flow
@@ -112,16 +112,11 @@ class Candidate:
 # ------------------------------------------------------------------ reading the workspace
 
 def rel_path(ws: Path, path: str) -> str:
-    """A workspace-relative posix path, refusing anything that leaves the workspace."""
-    p = Path(path)
-    if p.is_absolute():
-        try:
-            p = p.resolve().relative_to(ws)
-        except ValueError:
-            raise UsageError(f"{path} is outside the workspace {ws}") from None
-    rel = p.as_posix()
-    if rel.startswith("../") or rel == ".." or "/../" in rel or not rel or rel == ".":
-        raise UsageError(f"{path} is outside the workspace {ws}")
+    """A workspace-relative posix path for a file an edit names (relative to the root), refusing
+    anything outside the workspace and the directories pt never edits."""
+    rel = workspace_path(ws, path, cwd=ws)
+    if not rel:
+        raise UsageError(f"{path} is the workspace root, not a file")
     if Path(rel).parts[0] in SKIP_DIRS:
         raise UsageError(f"{path}: pt does not edit files under {Path(rel).parts[0]}/")
     return rel

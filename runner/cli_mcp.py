@@ -14,8 +14,8 @@ from pathlib import Path
 
 import click
 
-from .api import STATE_DIR, default_db, find_workspace
-from .errors import PtError
+from .api import STATE_DIR, default_db, find_workspace, workspace_path
+from .errors import PtError, UsageError
 from .output import echo_err
 
 
@@ -85,10 +85,9 @@ def post_edit(c) -> None:
     ws = _graph_workspace(c, event)
     if ws is None:
         return
-    p = Path(path) if Path(path).is_absolute() else Path(event.get("cwd") or ws) / path
     try:
-        rel = p.resolve().relative_to(ws.resolve()).as_posix()
-    except ValueError:
+        rel = workspace_path(ws, path, cwd=Path(event.get("cwd") or ws))
+    except UsageError:
         return  # not this workspace's file
     if rel.split("/", 1)[0] in ("target", STATE_DIR):
         return

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from ..adapters import models as M
+from .api import workspace_path
 from .errors import UsageError
 from .output import echo_err, emit
 from .summarize import Summarizer, eta_line, summarize_changed
@@ -23,12 +24,10 @@ from .summarize import Summarizer, eta_line, summarize_changed
 @click.option("--budget-s", type=click.FloatRange(min=0), default=None, metavar="N",
               help="Stop after N seconds; the rest is summarised on the next run.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
-@click.pass_context
-def summarize_cmd(ctx: click.Context, paths: tuple, model: str, budget_s: float | None, as_json: bool) -> None:
+@click.pass_obj
+def summarize_cmd(c, paths: tuple, model: str, budget_s: float | None, as_json: bool) -> None:
     """One-line summaries of the leaf items under PATHS (all files by default) whose code changed
     since they were last summarised by --model; progress and an ETA on stderr."""
-    from .cli import Ctx
-
     tty = sys.stderr.isatty()
     last = [0.0]
 
@@ -40,7 +39,7 @@ def summarize_cmd(ctx: click.Context, paths: tuple, model: str, budget_s: float 
             last[0] = time.monotonic()
             echo_err(eta_line(done, total, elapsed))
 
-    with ctx.find_object(Ctx).open() as pt:
+    with c.open() as pt:
         rels = [_relative(pt.workspace, p) for p in paths]
         try:
             s = Summarizer.load(model)
@@ -62,14 +61,10 @@ def summarize_cmd(ctx: click.Context, paths: tuple, model: str, budget_s: float 
 
 
 def _relative(workspace: Path, path: str) -> str:
-    """A path argument (workspace-relative, as for `pt ingest`, or absolute inside it) as the prefix
-    the graph stores: posix, a directory with a trailing slash."""
-    p = Path(path)
-    full = (p if p.is_absolute() else workspace / p).resolve()
-    try:
-        rel = full.relative_to(workspace.resolve()).as_posix()
-    except ValueError:
-        raise UsageError(f"{path} is outside the workspace {workspace}") from None
+    """A path argument (read as every command reads one, runner/api.py workspace_path) as the
+    prefix the graph stores: posix, a directory with a trailing slash."""
+    rel = workspace_path(workspace, path)
+    full = workspace / rel
     if not full.exists():
         raise UsageError(f"{path} does not exist in the workspace {workspace}")
-    return "" if rel == "." else rel + ("/" if full.is_dir() else "")
+    return rel + ("/" if full.is_dir() and rel else "")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..adapters import cargo
-from .api import Pt
+from .api import Pt, workspace_path
 from .candidate import build_from_texts
 from .contracts import PATTERN_COLUMNS, pattern_row_problem
 from .diffs import changed_lines
@@ -351,17 +351,10 @@ def seed_facts(pt: Pt, seed: str, run_id: str) -> int:
 
 
 def _seed_path(ws: Path, seed: str) -> str:
-    p = Path(seed)
-    p = p if p.is_absolute() else (Path.cwd() / p)
-    if not p.exists() and not Path(seed).is_absolute():
-        p = ws / seed  # relative to the workspace root also works (`pt -C ws run fix --seed src/x.rs`)
-    try:
-        rel = p.resolve().relative_to(ws.resolve()).as_posix()
-    except ValueError:
-        raise UsageError(f"seed {seed} is not inside the workspace {ws}") from None
-    if not p.is_file():
+    rel = workspace_path(ws, seed)  # from the current directory, else the root; refuses outside
+    if not (ws / rel).is_file():
         raise UsageError(f"seed {seed}: no such file")
-    if p.suffix != ".rs":
+    if not rel.endswith(".rs"):
         raise UsageError(f"seed {seed} is not a .rs file")
     return rel
 

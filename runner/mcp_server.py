@@ -24,7 +24,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
-from .api import Pt, default_db
+from .api import Pt, default_db, workspace_path
 from .errors import GateFailed, PtError, UsageError
 
 INSTRUCTIONS = """\
@@ -226,10 +226,7 @@ class Tools:
     def workspace(self, arg: str | None) -> Path:
         if not arg:
             return self.root
-        p = Path(arg)
-        p = (p if p.is_absolute() else self.root / p).resolve()
-        if not p.is_relative_to(self.root):
-            raise UsageError(f"workspace {arg} is outside the server's workspace {self.root}")
+        p = self.root / workspace_path(self.root, arg, cwd=self.root)  # refuses one outside
         if not p.is_dir():
             raise UsageError(f"workspace {arg} is not a directory")
         return p
@@ -240,13 +237,10 @@ class Tools:
 
     def file(self, ws: Path, path: str, what: str = "path") -> str:
         """A workspace-relative path to an existing file, confined to the workspace."""
-        p = Path(path)
-        p = (p if p.is_absolute() else ws / p).resolve()
-        if not p.is_relative_to(ws):
-            raise UsageError(f"{what} {path} is outside the workspace {ws}")
-        if not p.is_file():
+        rel = workspace_path(ws, path, cwd=ws)  # refuses one outside
+        if not (ws / rel).is_file():
             raise UsageError(f"{what} {path}: no such file")
-        return p.relative_to(ws).as_posix()
+        return rel
 
     # ------------------------------------------------------------ graph
 
@@ -288,18 +282,11 @@ class Tools:
 
         report_progress = _Progress(ctx)
         with self.open(workspace) as pt:
-            rel = [self._ingest_path(pt.workspace, p) for p in paths] if paths else None
+            rel = [workspace_path(pt.workspace, p, cwd=pt.workspace) for p in paths] if paths else None
             rep = ingest(pt.workspace, pt.store, paths=rel,
                          progress=lambda label, done, total: report_progress(done, total, f"{label} {done}/{total} files"))
         d = rep.as_dict()
         return IngestResult(**{k: d[k] for k in IngestResult.model_fields})
-
-    def _ingest_path(self, ws: Path, path: str) -> str:
-        p = Path(path)
-        p = (p if p.is_absolute() else ws / p).resolve()
-        if not p.is_relative_to(ws):
-            raise UsageError(f"path {path} is outside the workspace {ws}")
-        return p.relative_to(ws).as_posix()  # a deleted file is fine: its facts go
 
     def query(self, program: Annotated[str, Field(description="A program id like retrieval.search, or a unique suffix; `pt rules ls` lists them.")],
               params: Annotated[dict[str, Any] | None, Field(description="The program's $params as JSON values.")] = None,

@@ -110,7 +110,7 @@ def test_clean_crate_and_bad_seeds(tmp_path):
     (ws / "src/stats.rs").write_text("pub fn one() -> u32 {\n    1\n}\n")
     r = _pt(ws, "run", "fix", "--seed", "src/stats.rs")
     assert r.returncode == 0 and "nothing to fix" in r.stdout
-    for seed, msg in (("src/nope.rs", "no such file"), ("Cargo.toml", "not a .rs file"), ("/etc/hostname", "not inside the workspace")):
+    for seed, msg in (("src/nope.rs", "no such file"), ("Cargo.toml", "not a .rs file"), ("/etc/hostname", "outside the workspace")):
         r = _pt(ws, "run", "fix", "--seed", seed)
         assert r.returncode == 2, r.stderr
         assert msg in r.stderr and "Traceback" not in r.stderr
