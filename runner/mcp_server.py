@@ -226,7 +226,10 @@ class Tools:
     def workspace(self, arg: str | None) -> Path:
         if not arg:
             return self.root
-        p = self.root / workspace_path(self.root, arg, cwd=self.root)  # refuses one outside
+        try:
+            p = self.root / workspace_path(self.root, arg, cwd=self.root)
+        except UsageError:
+            raise UsageError(f"workspace {arg} is outside the server's workspace {self.root}") from None
         if not p.is_dir():
             raise UsageError(f"workspace {arg} is not a directory")
         return p
