@@ -34,6 +34,7 @@ PROMPT = "Here is a Rust {kind}:\n\n```rust\n{code}\n```\n\nIn one sentence, the
 
 _BOILER = re.compile(r"^(?:is|are) (?:a|an|the) (?:\w+ ){0,3}?(?:function|method|struct|structure|enum|"
                      r"enumeration|trait|type|constant|static|macro|alias)s? (?:that|which) ", re.I)
+_DANGLING = {"a", "an", "the", "of", "to", "in", "and", "or", "with", "for", "that", "is", "by", "from", "as"}
 _WORD = re.compile(r"[A-Za-z]+")
 _CODEISH = re.compile(r"^(?:pub\b|fn\b|impl\b|struct\b|enum\b|let\b|use\b|#\[|//|```|\{|\})")
 
@@ -73,6 +74,7 @@ def clean(text: str) -> Answer:
     words = [w.lower() for w in _WORD.findall(line)]
     letters = sum(len(w) for w in words)
     garbage = (len(words) < 3  # a name or a fragment, not a sentence
+               or words[-1] in _DANGLING  # cut off by the token limit: "is the number of classes in the"
                or _CODEISH.match(line) is not None  # the code echoed back
                or letters < 0.6 * len(line.replace(" ", ""))  # mostly symbols
                or looping or len(set(words)) < 0.5 * len(words))  # a loop, in the line or the sentence

@@ -59,6 +59,7 @@ def geo(tmp_path):
     ("pub fn area(&self) -> f64 {", "garbage", ""),
     (" is a simple version of insert. is a simple version of insert. is a simple version of insert", "garbage", ""),
     (" ->  {} [] () :: <> &&", "garbage", ""),
+    (" is the number of classes in the", "garbage", ""),
 ])
 def test_clean_keeps_one_sentence_and_flags_garbage(raw, status, summary):
     ans = S.clean(raw)
