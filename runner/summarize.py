@@ -35,6 +35,7 @@ PROMPT = "Here is a Rust {kind}:\n\n```rust\n{code}\n```\n\nIn one sentence, the
 _BOILER = re.compile(r"^(?:is|are) (?:a|an|the) (?:\w+ ){0,3}?(?:function|method|struct|structure|enum|"
                      r"enumeration|trait|type|constant|static|macro|alias)s? (?:that|which) ", re.I)
 _DANGLING = {"a", "an", "the", "of", "to", "in", "and", "or", "with", "for", "that", "is", "by", "from", "as"}
+_STUTTER = re.compile(r"\b(\w+)\b(?:\W+\1\b){3,}", re.I)
 _WORD = re.compile(r"[A-Za-z]+")
 _CODEISH = re.compile(r"^(?:pub\b|fn\b|impl\b|struct\b|enum\b|let\b|use\b|#\[|//|```|\{|\})")
 
@@ -62,7 +63,8 @@ def clean(text: str) -> Answer:
     line = re.sub(r"\s+", " ", line).strip().strip('"').strip()
     line = _BOILER.sub("", line)  # "is a function that returns x" -> "returns x": the kind is known
     whole = [w.lower() for w in _WORD.findall(line)]
-    looping = len(whole) >= 8 and len(set(whole)) < 0.5 * len(whole)  # "is a simple version of x. is a ..."
+    looping = (len(whole) >= 8 and len(set(whole)) < 0.5 * len(whole)  # "is a simple version of x. is a ..."
+               or _STUTTER.search(line) is not None)  # "rust-lang-lang-lang-lang"
     m = re.search(r"(?<=[a-z0-9)`])\. ", line)  # the first sentence (not "e.g. " inside a word run)
     if m:
         line = line[:m.start() + 1]

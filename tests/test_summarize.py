@@ -60,6 +60,8 @@ def geo(tmp_path):
     (" is a simple version of insert. is a simple version of insert. is a simple version of insert", "garbage", ""),
     (" ->  {} [] () :: <> &&", "garbage", ""),
     (" is the number of classes in the", "garbage", ""),
+    (" is a wrapper for the [`fmt::Display`](https://rust-lang.org/en/docs/rust-lang-lang-lang-lang-lang", "garbage", ""),
+    (" checks that a a b is sorted.", "ok", "checks that a a b is sorted."),
 ])
 def test_clean_keeps_one_sentence_and_flags_garbage(raw, status, summary):
     ans = S.clean(raw)
