@@ -112,20 +112,29 @@ def summarize_changed(pt, summarizer, paths: list[str] | None = None, budget_s: 
     t0 = time.perf_counter()
     plan = pt.query("summaries.plan", model=summarizer.model_id, paths=list(paths or []))
     done, by_status = 0, {"ok": 0, "empty": 0, "garbage": 0}
+
+    def over() -> bool:  # checked before every node: a node costs ~1 s, a batch several
+        return budget_s is not None and time.perf_counter() - t0 >= budget_s
+
     for i in range(0, len(plan), batch):
-        if budget_s is not None and time.perf_counter() - t0 >= budget_s:
+        if over():
             break
         rows = pt.query("summaries.texts", ids=[r["id"] for r in plan[i:i + batch]])
         out = []
         for r in rows:
+            if over():
+                break
             t = time.perf_counter()
             ans = clean(summarizer.ask(r))
             out.append([r["id"], r["hash"], ans.summary, ans.status, ans.raw, int((time.perf_counter() - t) * 1000)])
             by_status[ans.status] += 1
         pt.run("summaries.put", {"model": summarizer.model_id, "rows": out})
-        done += len(plan[i:i + batch])
+        # nodes without code (texts skips them) count as done; a cut batch counts what it asked
+        done += len(plan[i:i + batch]) if len(out) == len(rows) else len(out)
         if progress:
             progress(done, len(plan), time.perf_counter() - t0)
+        if len(out) < len(rows):
+            break
     pt.run("summaries.put", {"model": summarizer.model_id, "rows": [], "prune": True})
     secs = time.perf_counter() - t0
     n = sum(by_status.values())

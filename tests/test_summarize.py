@@ -121,9 +121,21 @@ def test_summaries_are_searched_and_shown(geo):
     assert node["summary"] == "multiplies a length by the unit factor."
 
 
+class Slow(Scripted):
+    def ask(self, row: dict) -> str:
+        import time
+
+        time.sleep(0.2)
+        return super().ask(row)
+
+
 def test_budget_and_paths_limit_the_work(geo):
     rep = S.summarize_changed(geo, Scripted(), budget_s=0)
     assert rep["summarized"] == 0 and rep["left"] == rep["planned"] > 0
+    # The budget is checked before every node, not only between batches of 8.
+    rep = S.summarize_changed(geo, Slow(), budget_s=0.5, batch=8)
+    assert 1 <= rep["summarized"] <= 4 and rep["left"] == rep["planned"] - rep["summarized"]
+    assert len(geo.query("summaries.list", model="scripted")) == rep["summarized"]
     model = Scripted()
     seen = []
     rep = S.summarize_changed(geo, model, paths=["geo/src/shapes/"], batch=2,
