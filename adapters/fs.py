@@ -94,6 +94,20 @@ def _walk_files(root: Path) -> list[str]:
     return out
 
 
+def head_text(root: Path, rel: str) -> str | None:
+    """REL's text at git HEAD, or None: not a git work tree, no commit, untracked, not UTF-8."""
+    try:
+        out = subprocess.run(["git", "-C", str(root), "show", f"HEAD:./{rel}"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    try:
+        return out.stdout.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def rust_files(root: Path) -> list[str]:
     """Workspace-relative POSIX paths of every `.rs` file pt should see, sorted."""
     files = _git_files(root)

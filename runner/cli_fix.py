@@ -80,7 +80,8 @@ def _print(rep) -> None:
         click.echo(rep.diff, nl=False)
         for r in chain:
             ch = r["champion"]
-            click.echo(f"  round {r['round']}: {ch['pattern'].removeprefix('patterns.')}: {ch['note']}")
+            click.echo(f"  round {r['round']}: {ch['pattern'].removeprefix('patterns.')}: {ch['note']}"
+                       f"{_signature(ch)}")
     if rep.outcome == "fixed":
         click.echo(f"fixed {_n(n, 'error')} in {_n(len(chain), 'round')}: change "
                    f"{rep.change_id} ({', '.join(f['path'] for f in rep.written)}); undo with: pt undo {rep.change_id}")
@@ -119,6 +120,17 @@ def _print_no_safe_fix(rep, chain: list) -> None:
         for note in new[:3]:
             click.echo(f"      = {_one_line(note)}")
         shown.update(e["notes"])
+
+
+_SIGNATURE = {"free": "not a public API", "restored": "restores the signature at git HEAD",
+              "broken": "the signature itself carried the error",
+              "needs-flag": "a public signature change, allowed by --allow-signature-change"}
+
+
+def _signature(row: dict) -> str:
+    """Why a champion that changes a signature may (rules/fix/_signature_policy.cozo)."""
+    verdicts = row.get("signature") or []
+    return f" [signature changed: {'; '.join(_SIGNATURE.get(v, v) for v in verdicts)}]" if verdicts else ""
 
 
 def _one_line(text: str, width: int = 160) -> str:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..adapters import cargo
+from ..adapters.fs import head_text
 from .api import Pt, workspace_path
 from .candidate import build_from_texts
 from .contracts import PATTERN_COLUMNS, pattern_row_problem
@@ -97,6 +98,8 @@ class _Run:
         self.run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
         self.tree = Tree(pt.workspace)
         self.tried: set[str] = set()
+        self.heads: dict[str, str | None] = {}  # file -> its text at git HEAD (the signature policy's fact)
+        self.signature: dict[tuple, list] = {}  # (round, cand) -> the signature policy's verdicts
         self.tokens = 0
         self.warnings: list[str] = []
         self.timings = {"check_s": 0.0, "patterns_s": 0.0, "preflight_s": 0.0, "llm_s": 0.0}
@@ -109,6 +112,14 @@ class _Run:
         about when the run starts."""
         pats = [[p.id, [str(c) for c in p.meta["codes"]], p.summary, p.origin, str(p.path)] for p in _patterns(self.pt)]
         self.flow.run(self.pt, "library", {"patterns": pats})
+
+    def head(self, files) -> list:
+        """[[path, text]] of FILES at git HEAD (none outside a git repository), for the signature
+        policy (rules/fix/_signature_policy.cozo: a change back to HEAD's signature is a restoration)."""
+        for f in files:
+            if f not in self.heads:
+                self.heads[f] = head_text(self.pt.workspace, f)
+        return [[f, self.heads[f]] for f in sorted(files) if self.heads[f] is not None]
 
     def preflight(self, cand):
         t0 = time.perf_counter()
@@ -178,8 +189,10 @@ class _Run:
                "diff_lines": sum(changed_lines(self.tree.get(f) or b"", t) for f, t in new.items()),
                "edit_chars": sum(e - s + len(r) for _, s, e, r in plan.edits),
                "elapsed_ms": round(elapsed * 1000.0, 1)}
-        rec = self.flow.run(self.pt, "record", {"run_id": self.run_id, "round": rnd, **row}).dicts()[0]
-        row["new_errors"] = rec["new_errors"]
+        rec = self.flow.run(self.pt, "record", {"run_id": self.run_id, "round": rnd, **row,
+                                                "head": self.head(new)}).dicts()[0]
+        row["new_errors"], row["signature"] = rec["new_errors"], rec["signature"]
+        self.signature[(rnd, plan.cand)] = rec["signature"]
         self.say(f"  [{rnd}.{ord_}] {plan.pattern.removeprefix('patterns.')}: {plan.note[:70]} -> "
                  f"{rep.verdict}, {errors_after} error{'s' * (errors_after != 1)} left")
         return {"round": rnd, "row": row, "texts": new, "run": run}
@@ -288,7 +301,8 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
     while errors0:
         out, best, stop = run.round(rnd, current)
         report.rounds.append({"round": rnd, "errors": [diag_dict(d) for d in current.diagnostics if d.severity == "error"],
-                              "candidates": run.flow.query(pt, "candidates", run_id=run.run_id, round=rnd),
+                              "candidates": [dict(c, signature=run.signature.get((rnd, c["cand"]), []))
+                                             for c in run.flow.query(pt, "candidates", run_id=run.run_id, round=rnd)],
                               "stopped": stop, "outcome": out["outcome"], "champion": best["row"] if best else None})
         if best is None:
             break
