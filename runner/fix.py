@@ -158,7 +158,7 @@ class _Run:
         t0 = time.perf_counter()
         proposals = self.proposals(rnd)
         plans: dict[str, _Plan] = {}
-        for r in self.flow.query(self.pt, "plan", edits=proposals) if proposals else []:
+        for r in self.flow.query(self.pt, "plan", edits=proposals, run_id=self.run_id, round=rnd) if proposals else []:
             p = plans.setdefault(r["cand"], _Plan(r["cand"], r["tier"], r["pattern"], r["diag"], r["note"], []))
             e = (r["file_path"], r["start"], r["end"], r["replacement"])
             if e not in p.edits:
