@@ -40,6 +40,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
     # Before the import: Ray reads these when it starts its processes.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DISABLE_DOCKER_CPU_WARNING", "1")
+    # No worker process started ahead of need: Dobby opens its own workers (an idle one held ~80 MB)
+    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
     ray = _ray()
     if ray.is_initialized():
         return {"address": address or "local", "owned": address is None, "nodes": len(ray.nodes())}

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -92,10 +93,10 @@ class Daemon:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
-    # a short path: Unix socket names are limited to ~107 bytes
-    d = Path(f"/tmp/pt-dobby-home-{os.getpid()}")
-    d.mkdir(exist_ok=True)
+def home() -> Path:
+    # short (Unix socket names are limited to ~107 bytes) and unique: this suite's pid is the
+    # same small number in every PID namespace, so concurrent runs must not share a name
+    d = Path(tempfile.mkdtemp(prefix="pt-dobby-", dir="/tmp"))
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
@@ -219,6 +220,16 @@ def test_the_cli_uses_the_running_dobby(dobby, shapes):
         assert served(dobby) == before + 1, args
         cold = run_pt("-C", str(shapes), *args, env={**dobby.env, "PT_DOBBY": "0"})
         assert warm.stdout == cold.stdout, args
+
+
+def test_a_writing_program_runs_on_the_writer(dobby, shapes):
+    """`pt query` of a program that writes goes to Dobby's one writer, not a read-only worker."""
+    args = ["query", "codegraph.reject_clear", "-p", "candidate_id=no-such-candidate", "--json"]
+    before = served(dobby)
+    warm = run_pt("-C", str(shapes), *args, env=dobby.env)
+    assert served(dobby) == before  # no worker ran it
+    assert json.loads(warm.stdout)["program"] == "codegraph.reject_clear"
+    assert warm.stdout == run_pt("-C", str(shapes), *args, env={**dobby.env, "PT_DOBBY": "0"}).stdout
 
 
 def test_pt_run_fix_and_ingest_through_dobby(dobby, shapes):

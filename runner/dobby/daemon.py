@@ -29,11 +29,13 @@ from typing import Any
 from pygls.exceptions import JsonRpcException
 
 from ...adapters import models as M
+from ...adapters.llm import LlmError
 from ...adapters import ray_runtime as R
 from ..errors import GateFailed, PtError, UsageError
 from . import server as rpc
 from .client import answers
 from .pools import MemoryRefused, PoolLimit, Pools, WorkerDied, free_mb
+from .workers import NeedsWriter
 
 log = logging.getLogger("parseltongue.dobby")
 
@@ -90,7 +92,7 @@ def _rpc_error(exc: BaseException) -> JsonRpcException:
         return JsonRpcException(first(exc), GATE_FAILED)
     if isinstance(exc, (UsageError, KeyError, ValueError, TypeError)):
         return JsonRpcException(first(exc), BAD_INPUT)
-    if isinstance(exc, (M.ModelUnavailable, R.RayUnavailable)) or type(exc).__name__ in ("LlmError", "EncoderUnavailable"):
+    if isinstance(exc, (M.ModelUnavailable, R.RayUnavailable, LlmError)):
         return JsonRpcException(first(exc), UNAVAILABLE)
     if isinstance(exc, PtError):
         return JsonRpcException(first(exc), INTERNAL)
@@ -241,10 +243,8 @@ class Dobby:
                 _need(params, "vars", dict, {}))
         try:
             return await self.pools.cpu_call("query", *args)
-        except UsageError as exc:
-            if " writes: " not in exc.message:
-                raise
-        return await self._in_writer(self._write_query, *args)  # a writing program: the writer runs it
+        except NeedsWriter:  # a program that writes: the one writer runs it
+            return await self._in_writer(self._write_query, *args)
 
     def _write_query(self, ws: str, db: str | None, program: str, cli_params: dict, params: dict, vars: dict) -> dict:
         from .. import programs as P

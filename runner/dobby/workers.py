@@ -19,6 +19,11 @@ from ..errors import UsageError
 AGENTS = ("A1", "A2", "A3")
 
 
+class NeedsWriter(UsageError):
+    """The program writes the graph: Dobby's one writer runs it, not a worker. (Ray re-raises a
+    worker's exception as a subclass of its class, so the daemon can catch this one.)"""
+
+
 def _db_target(workspace: Path, db: str | None) -> str:
     from ..api import default_db
 
@@ -60,7 +65,7 @@ class CpuWorker:
         pt = self._pt(workspace, db)
         prog = pt.registry.get(program)
         if not prog.read_only:
-            raise UsageError(f"{prog.id} writes: it runs in Dobby's writer, not a worker")
+            raise NeedsWriter(f"{prog.id} writes the graph")
         res = pt.run(prog.id, {**P.coerce_cli_params(prog, cli_params), **params}, vars)
         return {"program": prog.id, "headers": res.headers, "rows": res.rows}
 
