@@ -135,12 +135,13 @@ def _qual(path: str) -> str:
 
 
 class _Rows:
-    """Accumulates the `ingest.replace_files` params for a batch of files."""
+    """Accumulates the `ingest.replace_files` params for a batch of files: the adapter's facts in
+    the stored shape (call sites relative to their caller, only the columns programs read)."""
 
     def __init__(self) -> None:
         self.files: list[str] = []
         self.p: dict[str, list] = {k: [] for k in ("nodes", "code", "calls", "uses", "type_refs", "impls",
-                                                   "bounds", "mods", "file_state", "file_crate")}
+                                                   "bounds", "file_state", "file_crate")}
 
     def add(self, rel: str, facts: FileFacts | None, digest: str, size: int, mtime: float,
             fc_row: list, now: float) -> None:
@@ -153,12 +154,17 @@ class _Rows:
         p["nodes"].extend(facts.nodes)
         recovered = {n[0] for n in facts.nodes if n[21]}
         p["code"].extend([i, c, i in recovered] for i, c in facts.code)
-        p["calls"].extend([rel, *c, _qual(c[1])] for c in facts.calls)
-        p["uses"].extend([rel, *u] for u in facts.uses)
-        p["type_refs"].extend([rel, *t] for t in facts.type_refs)
-        p["impls"].extend([rel, *i] for i in facts.impls)
+        # A call site's offsets and line count from its caller's start: the row stays the same
+        # when lines are added above the caller (an edit rewrites no call site after it).
+        at = {n[0]: (n[15], n[17]) for n in facts.nodes}
+        calls = p["calls"]
+        for caller, path, name, _recv, kind, s, e, line, _in_macro in facts.calls:
+            cs, cl = at.get(caller, (0, 1))
+            calls.append([rel, caller, s - cs, path, name, _qual(path), kind, e - cs, line - cl])
+        p["uses"].extend([rel, u[2], u[3], u[4]] for u in facts.uses)  # path, name, alias
+        p["type_refs"].extend([rel, t[0], t[1], t[2]] for t in facts.type_refs)  # item, path, name
+        p["impls"].extend([rel, i[0], i[1], i[2], i[4]] for i in facts.impls)  # impl, trait path / name, self name
         p["bounds"].extend([rel, *b] for b in facts.bounds)
-        p["mods"].extend([rel, *m] for m in facts.mods)
 
     def params(self) -> dict:
         return {"files": self.files, **self.p}

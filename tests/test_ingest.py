@@ -274,17 +274,13 @@ def fact_rows(store):
         "code_blobs": "?[id, c, r] := *code_blobs{id, code: c, recovered: r}",
         "node_meta": "?[id, f, i, w, fe, t, d] := *node_meta{id, file_path: f, item_path: i, where_clause: w, "
                      "features: fe, is_test: t, doc: d}",
-        "raw_calls": "?[f, c, s, p, n, q, r, k, e, l, m] := *raw_calls{file_path: f, caller_id: c, span_start: s, "
-                     "callee_path: p, callee_name: n, callee_qual: q, receiver: r, call_kind: k, span_end: e, "
-                     "line: l, in_macro: m}",
-        "raw_uses": "?[f, s, p, n, a, g, v, u] := *raw_uses{file_path: f, scope_id: s, path: p, name: n, alias: a, "
-                    "is_glob: g, visibility: v, use_id: u}",
-        "raw_type_refs": "?[f, i, p, n, s] := *raw_type_refs{file_path: f, item_id: i, type_path: p, type_name: n, "
-                         "span_start: s}",
-        "raw_impls": "?[f, i, a, b, c, d] := *raw_impls{file_path: f, impl_id: i, trait_path: a, trait_name: b, "
-                     "self_path: c, self_name: d}",
+        "raw_calls": "?[f, c, s, p, n, q, k, e, l] := *raw_calls{file_path: f, caller_id: c, rel_start: s, "
+                     "callee_path: p, callee_name: n, callee_qual: q, call_kind: k, rel_end: e, rel_line: l}",
+        "raw_uses": "?[f, p, n, a] := *raw_uses{file_path: f, path: p, name: n, alias: a}",
+        "raw_type_refs": "?[f, i, p, n] := *raw_type_refs{file_path: f, item_id: i, type_path: p, type_name: n}",
+        "raw_impls": "?[f, i, a, b, d] := *raw_impls{file_path: f, impl_id: i, trait_path: a, trait_name: b, "
+                     "self_name: d}",
         "raw_bounds": "?[f, i, p, t, n] := *raw_bounds{file_path: f, item_id: i, param: p, trait_path: t, trait_name: n}",
-        "raw_mods": "?[f, i, n, l, p] := *raw_mods{file_path: f, mod_id: i, name: n, inline: l, path_attr: p}",
         "file_state": "?[f, h, s, m, e] := *file_state{file_path: f, hash: h, size: s, mtime: m, parse_error_count: e}",
         "file_crate": "?[f, c, t, r, d] := *file_crate{file_path: f, crate: c, in_target: t, root_dir: r, is_test_dir: d}",
         "search_text": "?[f, id, k, i, c, h] := *search_text{file_path: f, id, kind: k, iface: i, code_terms: c, hash: h}",
