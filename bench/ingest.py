@@ -48,10 +48,16 @@ REGISTRY = Path("/usr/share/cargo/registry")
 # Written into the scratch workspace so we only ever delete a directory this script made.
 MARKER = ".pt-bench-ws"
 
-# DESIGN.md §5 targets, printed next to the measurements.
-TARGET_COLD_RATIO = 3.0      # cold ingest <= 3x bare tree-sitter parse
+# Targets (issue 17, 2 cores), printed next to the measurements; every absolute figure is shown
+# with its ratio to the bare parse or the store floor of the same run (a shared machine's load
+# inflates all of them alike).
+TARGET_COLD_S = 25.0         # cold ingest <= 25 s
+TARGET_FIRST_SEARCH_S = 5.0  # the first search after it <= 5 s
 TARGET_NOCHANGE_S = 2.0      # no-change re-ingest < 2 s
-TARGET_ONE_FILE_P95_MS = 100.0  # one changed file reflected in the graph, p95 < 100 ms
+TARGET_ONE_FILE_P95_MS = 100.0  # one changed file reflected in the graph, p95 < 100 ms ...
+TARGET_ONE_FILE_MAX_MS = 250.0  # ... and max < 250 ms
+TARGET_RSS_MB = 1024.0       # peak RSS <= 1 GB
+TARGET_FIRST_FIX_RATIO = 2.0  # time to a first fix from cold <= 2x the crate's own cold cargo check
 
 
 def log(msg: str) -> None:
@@ -375,6 +381,8 @@ def store_floor(ws: Path) -> dict:
     try:
         names = [r[0] for r in src.run("::relations")["rows"] if ":" not in r[0]]
         data = {k: v for k, v in src.export_relations(names).items() if v["rows"]}
+        # each plain index holds one row per row of its relation (full-text and HNSW ones differ)
+        plain = {k: sum(1 for r in src.run(f"::indices {k}")["rows"] if r[1] == "normal") for k in data}
     finally:
         src.close()
     with tempfile.TemporaryDirectory(prefix="pt-floor-") as tmp:
@@ -393,7 +401,10 @@ def store_floor(ws: Path) -> dict:
             dst.close()
         size = db.stat().st_size
     return {"wall_s": dt, "rows": sum(len(v["rows"]) for v in data.values()), "relations": len(data),
-            "db_mb": size / 2**20}
+            "db_mb": size / 2**20,
+            "by_relation": {k: {"rows": len(v["rows"]), "index_rows": len(v["rows"]) * plain[k]}
+                            for k, v in sorted(data.items())},
+            "index_rows": sum(len(v["rows"]) * plain[k] for k, v in data.items())}
 
 
 def pt_first_search(ws: Path) -> dict:
@@ -486,6 +497,57 @@ def _latency_samples(ws, store, ingest, files, samples, rng, new_line=False) -> 
             "reports_without_one_parsed_file": not_parsed}
 
 
+# A fault the fix patterns undo, found in the crate's own code: `let mut v = Vec::new();` whose
+# `v.push(` follows, made immutable (E0596, rustc suggests the `mut` back).
+FAULT_RE = re.compile(rb"let mut ([a-z_][a-z0-9_]*) = Vec::new\(\);")
+
+
+def inject_fault(ws: Path, crate_dir: str) -> tuple[str, bytes, int]:
+    """-> (file, its original bytes, byte offset of the `mut ` removed), first site in file order."""
+    for rel in sorted(p.relative_to(ws).as_posix() for p in (ws / crate_dir / "src").rglob("*.rs")):
+        data = (ws / rel).read_bytes()
+        for m in FAULT_RE.finditer(data):
+            if data.find(m.group(1) + b".push(", m.end(), m.end() + 2000) >= 0:
+                at = m.start() + len(b"let ")
+                (ws / rel).write_bytes(data[:at] + data[at + len(b"mut "):])
+                return rel, data, at
+    raise RuntimeError(f"no `let mut v = Vec::new()` + `v.push(` site in {crate_dir}/src")
+
+
+def first_fix(ws: Path, crate: str, crate_dir: str) -> dict:
+    """Time to a first fix on a big, cold workspace: no graph, no mirror, nothing built. A fault is
+    injected into the crate, `pt run fix --seed FILE --yes` runs (it ingests the seed's crate and
+    the members it depends on, checks, fixes, applies); then the crate's own cold `cargo check`
+    on the unbroken tree with a new target directory, the yardstick (target: fix <= 2x it); then
+    the full `pt ingest` that adds the rest of the workspace to the graph."""
+    rel, original, at = inject_fault(ws, crate_dir)
+    env = {k: v for k, v in os.environ.items() if k not in ("CARGO_TARGET_DIR", "PT_CACHE_DIR")}
+    try:
+        for p in db_path(ws).parent.glob(db_path(ws).name + "*"):
+            p.unlink()
+        with tempfile.TemporaryDirectory(prefix="pt-bench-cache-") as cache:
+            load0 = os.getloadavg()[0]
+            r = run_measured([str(pt_exe()), "-C", str(ws), "--db", str(db_path(ws)), "run", "fix", "--seed", rel,
+                              "--yes", "--llm", "none", "--json"], env={**env, "PT_CACHE_DIR": cache})
+        try:
+            rep = json.loads(r["stdout"])
+        except json.JSONDecodeError:
+            rep = {"outcome": f"exit {r['rc']}: " + " | ".join(r["stderr"].strip().splitlines()[-3:])}
+        undone = (ws / rel).read_bytes() == original
+    finally:
+        (ws / rel).write_bytes(original)
+    with tempfile.TemporaryDirectory(prefix="pt-bench-target-") as target:
+        load1 = os.getloadavg()[0]
+        c = run_measured(["cargo", "check", "--offline", "-p", crate, "--message-format=short"], cwd=ws,
+                         env={**env, "CARGO_TARGET_DIR": target})
+    rest = pt_ingest_cli(ws, cold=False)
+    return {"crate": crate, "seed": rel, "fault_at": at, "wall_s": r["wall_s"], "cpu_s": r["cpu_s"],
+            "max_rss_mb": r["max_rss_mb"], "outcome": rep.get("outcome"), "fault_undone": undone,
+            "timings": rep.get("timings"), "load_fix": load0,
+            "cargo_check_s": c["wall_s"], "cargo_check_rc": c["rc"], "load_check": load1,
+            "ratio_to_cargo_check": r["wall_s"] / c["wall_s"], "rest_ingest": rest}
+
+
 def _percentile(sorted_vals: list[float], pct: float) -> float:
     """Nearest-rank percentile (no interpolation: every value is a real sample)."""
     k = max(0, min(len(sorted_vals) - 1, -(-len(sorted_vals) * pct // 100) - 1))
@@ -497,7 +559,7 @@ def _percentile(sorted_vals: list[float], pct: float) -> float:
 # --------------------------------------------------------------------------------------------
 
 def measure(args) -> dict:
-    res: dict = {"machine": {"cpus": os.cpu_count()}}
+    res: dict = {"machine": {"cpus": os.cpu_count()}, "loadavg_start": list(os.getloadavg())}
     pkgs = read_package_list(args.crates)
     crates = [(p, crate_dir_of(p)) for p in pkgs]
     ws = args.ws
@@ -554,6 +616,7 @@ def measure(args) -> dict:
     try:
         log("pt ingest (cold)")
         pt["cold"] = pt_ingest_cli(ws, cold=True)
+        pt["cold"]["loadavg"] = os.getloadavg()[0]
         pt["cold"]["ratio_to_bare_parse_wall"] = pt["cold"]["wall_s"] / res["bare_parse"]["wall_s"]
         log("store floor (the cold graph's rows bulk-imported into a new store, no rules)")
         try:  # in a child: the exported rows (GBs) would otherwise count in later children's RSS
@@ -572,6 +635,7 @@ def measure(args) -> dict:
     try:
         log("pt query search (first full-text query: builds a deferred index)")
         pt["first_search"] = pt_first_search(ws)
+        pt["first_search"]["loadavg"] = os.getloadavg()[0]
         pt["second_search"] = pt_first_search(ws)
     except Exception as e:  # noqa: BLE001
         pt["first_search"] = {"error": f"{type(e).__name__}: {e}"}
@@ -579,13 +643,24 @@ def measure(args) -> dict:
         pt["counts"] = pt_counts(ws)
     except Exception as e:  # noqa: BLE001
         pt["counts"] = {"error": f"{type(e).__name__}: {e}"}
-    try:
-        log(f"one changed file, {args.samples} samples (+1 warm-up)")
-        pt["one_file"] = one_file_latency(ws, files, args.samples, args.seed, new_line=True)
-        log(f"one changed file, same line, {args.samples} samples (+1 warm-up)")
-        pt["one_file_same_line"] = one_file_latency(ws, files, args.samples, args.seed)
-    except Exception as e:  # noqa: BLE001
-        pt["one_file"] = {"error": f"{type(e).__name__}: {e}"}
+    for seed in args.seeds:
+        for new_line in (True, False):
+            key = ("one_file" if new_line else "one_file_same_line") + f"_seed{seed}"
+            try:
+                log(f"one changed file ({'new line' if new_line else 'same line'}), seed {seed}, "
+                    f"{args.samples} samples (+1 warm-up)")
+                pt[key] = one_file_latency(ws, files, args.samples, seed, new_line=new_line)
+                pt[key]["loadavg"] = os.getloadavg()[0]
+            except Exception as e:  # noqa: BLE001
+                pt[key] = {"error": f"{type(e).__name__}: {e}"}
+    if args.first_fix:
+        big = res["corpus"]["crates"][0]
+        try:
+            log(f"time to first fix from cold on the largest crate, {big['name']} (then its cold cargo check)")
+            pt["first_fix"] = first_fix(ws, big["name"], by_name[big["name"]]["path"])
+        except Exception as e:  # noqa: BLE001
+            pt["first_fix"] = {"error": f"{type(e).__name__}: {e}"}
+    res["loadavg_end"] = list(os.getloadavg())
     return res
 
 
@@ -635,20 +710,26 @@ def render(res: dict) -> str:
         return "\n".join(out)
     cold = pt["cold"]
     rep = cold["report"]
-    ok = "meets" if cold["ratio_to_bare_parse_wall"] <= TARGET_COLD_RATIO else "MISSES"
+    ok = "meets" if cold["wall_s"] <= TARGET_COLD_S else "MISSES"
+    rss_ok = "meets" if max(cold["max_rss_mb"], cold["tree_rss_mb"]) <= TARGET_RSS_MB else "MISSES"
+    out.append(f"  load average at start {' '.join(f'{x:.2f}' for x in res.get('loadavg_start', []))}, "
+               f"after the cold ingest {cold.get('loadavg', float('nan')):.2f}, at the end "
+               f"{' '.join(f'{x:.2f}' for x in res.get('loadavg_end', []))}")
     out.append(f"  pt ingest cold: {cold['wall_s']:.2f} s wall, {cold['cpu_s']:.2f} s CPU = "
                f"{cold['ratio_to_bare_parse_wall']:.2f}x bare parse wall "
-               f"(target <= {TARGET_COLD_RATIO:g}x: {ok}); peak RSS {cold['max_rss_mb']:.0f} MB "
-               f"largest process, {cold['tree_rss_mb']:.0f} MB process tree")
+               f"(target <= {TARGET_COLD_S:g} s: {ok}); peak RSS {cold['max_rss_mb']:.0f} MB "
+               f"largest process, {cold['tree_rss_mb']:.0f} MB process tree (target <= {TARGET_RSS_MB:g} MB: {rss_ok})")
     out.append(f"    report: " + ", ".join(f"{k} {v}" for k, v in rep.items()))
     fl = pt.get("floor", {})
     if "error" in fl:
         out.append(f"  store floor: n/a ({fl['error']})")
     elif fl:
-        out.append(f"  store floor (the cold graph's {fl['rows']:,} rows in {fl['relations']} relations "
-                   f"bulk-imported into a new Cozo sqlite store, no rules): {fl['wall_s']:.2f} s = "
-                   f"{fl['ratio_to_bare_parse_wall']:.2f}x bare parse wall; pt's cold ingest is "
-                   f"{cold['wall_s'] / fl['wall_s']:.2f}x this floor")
+        out.append(f"  store floor (the cold graph's {fl['rows']:,} rows in {fl['relations']} relations, "
+                   f"{fl.get('index_rows', 0):,} index rows, bulk-imported into a new Cozo sqlite store, no "
+                   f"rules): {fl['wall_s']:.2f} s = {fl['ratio_to_bare_parse_wall']:.2f}x bare parse wall; "
+                   f"pt's cold ingest is {cold['wall_s'] / fl['wall_s']:.2f}x this floor; {fl['db_mb']:.0f} MB file")
+        for name, n in (fl.get("by_relation") or {}).items():
+            out.append(f"    {n['rows']:>10,} rows {n['index_rows']:>10,} index rows  {name}")
     if rep.get("files_total") not in (None, c["files"]):
         out.append(f"    note: pt saw {rep['files_total']} files, git ls-files lists {c['files']}")
     if "nochange" not in pt:  # the cold run worked, the rest did not
@@ -667,9 +748,11 @@ def render(res: dict) -> str:
         out.append(f"  first search: n/a ({fs['error']})")
     elif fs:
         ss = pt.get("second_search", {})
+        ok = "meets" if fs["wall_s"] <= TARGET_FIRST_SEARCH_S else "MISSES"
         out.append(f"  first `pt query search` after them: {fs['wall_s']:.2f} s wall, {fs['cpu_s']:.2f} s CPU "
-                   f"(builds the full-text index when the cold ingest deferred it: text_index "
-                   f"{rep.get('text_index')}); second: {ss.get('wall_s', float('nan')):.2f} s wall")
+                   f"= {fs['wall_s'] / res['bare_parse']['wall_s']:.2f}x bare parse wall (target <= "
+                   f"{TARGET_FIRST_SEARCH_S:g} s: {ok}; text_index {rep.get('text_index')}); second: "
+                   f"{ss.get('wall_s', float('nan')):.2f} s wall")
         out.append(f"  cold ingest + first search: {cold['wall_s'] + fs['wall_s']:.2f} s wall = "
                    f"{(cold['wall_s'] + fs['wall_s']) / res['bare_parse']['wall_s']:.2f}x bare parse wall")
     counts = pt.get("counts", {})
@@ -678,22 +761,37 @@ def render(res: dict) -> str:
     else:
         out.append("  nodes/edges by kind:")
         out.extend(_fmt_counts(counts))
-    for key, what in (("one_file", "one changed file -> graph (statement added on a line of its own)"),
-                      ("one_file_same_line", "one changed file -> graph (statement added to an existing line)")):
-        one = pt.get(key, {})
-        if not one:
+    for key, one in pt.items():
+        if not key.startswith("one_file"):
             continue
+        kind, _, seed = key.partition("_seed")
+        what = (f"one changed file -> graph (statement added {'to an existing line' if 'same' in kind else 'on a line of its own'}"
+                f"{', seed ' + seed if seed else ''})")
         if "error" in one:
             out.append(f"  {what}: n/a ({one['error']})")
             continue
-        ok = "meets" if one["p95_ms"] < TARGET_ONE_FILE_P95_MS else "MISSES"
+        ok = "meets" if one["p95_ms"] < TARGET_ONE_FILE_P95_MS and one["max_ms"] < TARGET_ONE_FILE_MAX_MS else "MISSES"
         out.append(f"  {what}, in-process, N={one['samples']}: p50 "
                    f"{one['p50_ms']:.1f} ms, p95 {one['p95_ms']:.1f} ms, max {one['max_ms']:.1f} ms "
-                   f"(target p95 < {TARGET_ONE_FILE_P95_MS:g} ms: {ok}); first call "
-                   f"{one['first_call_ms']:.1f} ms")
+                   f"(target p95 < {TARGET_ONE_FILE_P95_MS:g} ms, max < {TARGET_ONE_FILE_MAX_MS:g} ms: {ok}); "
+                   f"first call {one['first_call_ms']:.1f} ms; load {one.get('loadavg', float('nan')):.2f}")
         if one["reports_without_one_parsed_file"]:
             out.append(f"    warning: {one['reports_without_one_parsed_file']} reports did not say "
                        f"files_parsed == 1")
+    ff = pt.get("first_fix")
+    if ff and "error" in ff:
+        out.append(f"  time to first fix from cold: n/a ({ff['error']})")
+    elif ff:
+        ok = "meets" if ff["ratio_to_cargo_check"] <= TARGET_FIRST_FIX_RATIO and ff["outcome"] == "fixed" else "MISSES"
+        rest = ff["rest_ingest"]
+        out.append(f"  time to first fix from cold, largest crate {ff['crate']} (seed {ff['seed']}, `mut` removed at "
+                   f"byte {ff['fault_at']}): {ff['wall_s']:.1f} s wall, outcome {ff['outcome']}, fault undone "
+                   f"{ff['fault_undone']} (load {ff['load_fix']:.2f}); the crate's own cold cargo check "
+                   f"{ff['cargo_check_s']:.1f} s (rc {ff['cargo_check_rc']}, load {ff['load_check']:.2f}): "
+                   f"{ff['ratio_to_cargo_check']:.2f}x (target <= {TARGET_FIRST_FIX_RATIO:g}x: {ok})")
+        out.append(f"    fix timings: {ff.get('timings')}")
+        out.append(f"    then the rest of the workspace (`pt ingest`): {rest['wall_s']:.1f} s wall, "
+                   f"{rest['report'].get('files_parsed')} files parsed, peak RSS {rest['max_rss_mb']:.0f} MB")
     return "\n".join(out)
 
 
@@ -760,8 +858,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ws", type=Path, default=DEFAULT_WS, help=f"scratch workspace (default {DEFAULT_WS})")
     ap.add_argument("--crates", type=Path, default=DEFAULT_CRATES, help="apt package list")
-    ap.add_argument("--samples", type=int, default=30, help="one-changed-file samples (default 30)")
-    ap.add_argument("--seed", type=int, default=1, help="random seed for the files edited")
+    ap.add_argument("--samples", type=int, default=200, help="one-changed-file samples per seed (default 200)")
+    ap.add_argument("--seed", type=int, default=7, help="random seed for the files edited (--only-one-file)")
+    ap.add_argument("--seeds", default="7,8,9", help="random seeds of the one-changed-file samples (default 7,8,9)")
+    ap.add_argument("--no-first-fix", dest="first_fix", action="store_false",
+                    help="skip the time to a first fix from cold (and its cold cargo check)")
     ap.add_argument("--reuse", action="store_true", help="keep an existing scratch workspace")
     ap.add_argument("--no-pt", action="store_true", help="only the corpus, bare parse and ctags")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -774,6 +875,7 @@ def main() -> int:
     ap.add_argument("--ray", action="store_true",
                     help="only cold ingest local vs Ray 1 and 2 nodes, on the workspace an earlier run laid out in --ws")
     args = ap.parse_args()
+    args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     PT_EXE = args.pt
     args.ws = args.ws.resolve()
     if args.ray:

@@ -6,6 +6,8 @@ thinking (module paths, per-file replace, edge resolution, confidence, staleness
     from parseltongue.runner.ingest import ingest
     report = ingest(workspace_path, store)                       # whole workspace, incremental
     report = ingest(workspace_path, store, paths=["src/a.rs"])   # just these files
+    report = ingest(workspace_path, store, crates=["app", "geo"])  # only these crates' files
+    report = ingest_for_seed(workspace_path, store, "app/src/main.rs")  # a cold graph: the seed's crate first
 """
 from __future__ import annotations
 
@@ -70,6 +72,21 @@ def file_crate_rows(layout: cargo.Layout, files: Iterable[str]) -> dict[str, lis
         is_test_dir = within.startswith(("tests/", "benches/"))
         rows[f] = [f, name, root is not None, root or "", is_test_dir]
     return rows
+
+
+def crate_scope(layout: cargo.Layout, rel: str) -> list[str]:
+    """The member crate of file `rel` and the members it depends on, transitively (by name; a
+    dependency renamed in its manifest is matched by its new name, `-` and `_` alike)."""
+    members = {c.name.replace("-", "_"): c for c in layout.crates if c.is_member}
+    own = file_crate_rows(layout, [rel])[rel][1]
+    todo, seen = [own.replace("-", "_")], set()
+    while todo:
+        key = todo.pop()
+        if key in seen or key not in members:
+            continue
+        seen.add(key)
+        todo.extend(d.replace("-", "_") for d in members[key].deps)
+    return sorted(members[k].name for k in seen)
 
 
 def discover(workspace: Path, use_cargo: bool) -> cargo.Layout:
@@ -314,16 +331,19 @@ class _Update:
                 if bulk:
                     self.flush()
             step(len(batch))
-        batches = [whole[i:i + RESOLVE_BATCH_FILES] for i in range(0, len(whole), RESOLVE_BATCH_FILES)]
-        if self.cold and bulk:
-            _derive_in_parallel(pt, batches, self.jobs, step)
-        else:
-            for batch in batches:
-                self.pending.append(("ingest.resolve_edges", {"files": batch},
-                                     {"node_hubs": not bulk, "fresh": self.cold}))
-                if bulk:
-                    self.flush()
-                step(len(batch))
+        # Files new to the graph have no edges yet: a large ingest derives theirs on all cores and
+        # writes them without comparing (a cold ingest, or the rest of a workspace after
+        # ingest_for_seed); files already stored replace theirs by difference.
+        new = [f for f in whole if f not in self.stored] if bulk else []
+        old = [f for f in whole if f in self.stored] if new else whole
+        if new:
+            _derive_in_parallel(pt, _batches(new), self.jobs, step)
+        for batch in _batches(old):
+            self.pending.append(("ingest.resolve_edges", {"files": batch},
+                                 {"node_hubs": not bulk, "fresh": self.cold}))
+            if bulk:
+                self.flush()
+            step(len(batch))
         self.flush()  # a small update: its facts, text rows and edges in one transaction
         close()
         self.report.files_resolved = len(to_resolve)
@@ -336,9 +356,10 @@ class _Update:
 
 def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | None = None,
            use_cargo: bool = True, progress=False, jobs: int | None = None,
-           layout: cargo.Layout | None = None, parse_map=None) -> IngestReport:
-    """Bring the graph up to date with the files on disk (all, or just `paths`). `parse_map`
-    parses elsewhere (a Ray cluster); the writes stay here, in this one writer."""
+           layout: cargo.Layout | None = None, parse_map=None, crates: list[str] | None = None) -> IngestReport:
+    """Bring the graph up to date with the files on disk (all, just `paths`, or the files of the
+    member `crates`: files of other crates are neither read nor removed). `parse_map` parses
+    elsewhere (a Ray cluster); the writes stay here, in this one writer."""
     t0 = time.perf_counter()
     ws = Path(workspace).resolve()
     if not ws.is_dir():
@@ -365,6 +386,9 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
     dirs: list[str] = []
     if paths is None:
         on_disk = fs.rust_files(ws)
+        if crates is not None:
+            want = set(crates)
+            on_disk = [f for f, row in file_crate_rows(layout, on_disk).items() if row[1] in want]
     else:
         on_disk, dirs = named_files(ws, paths)
     current, missing = [], []
@@ -380,6 +404,8 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
         stale += [s for s in pt.query("ingest.stale_files", current=current)
                   if s["state"] == "deleted" and any(s["file_path"].startswith(d + "/") for d in dirs)]
     deleted = [s["file_path"] for s in stale if s["state"] == "deleted"] + missing
+    if crates is not None:  # stored files of other crates are outside this ingest, not deleted
+        deleted = [f for f in deleted if file_crate_rows(layout, [f])[f][1] in set(crates)]
     candidates = [s["file_path"] for s in stale if s["state"] in ("new", "changed")]
     if paths is None:  # files skipped last time are read again, to be reported as skipped again
         again = {r["file_path"] for r in pt.query("ingest.skipped_files")} & {r[0] for r in current}
@@ -413,6 +439,26 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
     report.elapsed_s = time.perf_counter() - t0
     report.timings = {k: round(v, 4) for k, v in timings.items()}
     return report
+
+
+def ingest_for_seed(workspace: str | os.PathLike, store: Store, seed: str, *, progress=False,
+                    use_cargo: bool = True) -> IngestReport:
+    """The graph a fix of `seed` (a workspace-relative .rs file) needs, soon. On a graph with no
+    files yet, only the seed's crate and the member crates it depends on are ingested (a first
+    fix on a big workspace does not wait for all of it; the next `pt ingest` adds the rest, and
+    re-resolves what the new names change); otherwise the usual incremental update of everything."""
+    ws = Path(workspace).resolve()
+    pt = Pt(ws, store)
+    pt.ensure_schema()
+    if pt.query("ingest.has_files"):
+        return ingest(ws, store, progress=progress, use_cargo=use_cargo)
+    layout = discover(ws, use_cargo)
+    return ingest(ws, store, progress=progress, use_cargo=use_cargo, layout=layout,
+                  crates=crate_scope(layout, seed))
+
+
+def _batches(files: list[str]) -> list[list[str]]:
+    return [files[i:i + RESOLVE_BATCH_FILES] for i in range(0, len(files), RESOLVE_BATCH_FILES)]
 
 
 def _derive_in_parallel(pt: Pt, batches: list[list[str]], jobs: int, step) -> None:

@@ -386,3 +386,36 @@ def test_a_fwd_hub_loses_its_mark_when_its_calls_drop(geo_ws, store):
         assert not [r for r in store.run(hubs).rows if r[0] == "fn:geo/src/lib.rs::fan_out"]
     finally:
         cold.close()
+
+
+def test_seed_ingest_of_a_cold_graph_takes_the_seed_crate_and_its_deps_first(geo_ws, store, monkeypatch):
+    """`pt run fix` on a workspace with no graph ingests only the seed's crate and the members it
+    depends on; the next full ingest adds the rest (its new files' edges derived in parallel
+    batches, the stored files re-resolved for the names that arrive) and the graph is then the
+    one a cold ingest of the whole workspace gives."""
+    import parseltongue.runner.ingest as ingest_mod
+
+    cold = open_store("mem")
+    try:
+        ingest(geo_ws, cold)
+        want = fact_rows(cold)
+        want_hubs = cold.run("?[i, d, k, n] := *node_hubs{id: i, dir: d, kind: k, n}").rows
+    finally:
+        cold.close()
+    r = ingest_mod.ingest_for_seed(geo_ws, store, "geo/src/shapes/circle.rs")
+    assert r.files_total == 4 and r.files_parsed == 4  # geo only: app depends on geo, not geo on app
+    assert {f for (f,) in store.run("?[f] := *file_state{file_path: f}").rows} == {
+        "geo/src/lib.rs", "geo/src/units.rs", "geo/src/shapes/mod.rs", "geo/src/shapes/circle.rs"}
+    assert ingest_mod.crate_scope(ingest_mod.discover(geo_ws, True), "app/src/main.rs") == ["app", "geo"]
+    monkeypatch.setattr(ingest_mod, "RESOLVE_BATCH_FILES", 1)  # the rest: a bulk update with new files
+    calls = []
+    real = ingest_mod._derive_in_parallel
+    monkeypatch.setattr(ingest_mod, "_derive_in_parallel", lambda *a: calls.append(sorted(f for b in a[1] for f in b))
+                        or real(*a))
+    r = ingest_mod.ingest_for_seed(geo_ws, store, "geo/src/shapes/circle.rs", progress=False)  # not cold: everything
+    assert r.files_parsed == 2 and r.files_unchanged == 4
+    assert calls == [["app/src/main.rs", "app/tests/smoke.rs"]]
+    got = fact_rows(store)
+    for rel in want:
+        assert got[rel] == want[rel], rel
+    assert store.run("?[i, d, k, n] := *node_hubs{id: i, dir: d, kind: k, n}").rows == want_hubs
