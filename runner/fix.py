@@ -284,7 +284,7 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
     # A pattern that breaks its contract (runner/contracts.py) is left out, never the end of the run.
     run.warnings += [f"pattern {pid} skipped: {msg}" for pid, msg in sorted(pt.registry.problems().items())
                      if pid.startswith("patterns.")]
-    _ensure_graph(pt, progress)
+    _ensure_graph(pt, seed, progress)
     run.load_library()
 
     t0 = time.perf_counter()
@@ -357,8 +357,9 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
 def seed_facts(pt: Pt, seed: str, run_id: str) -> int:
     """Store round 0's facts of SEED's crate exactly as `pt run fix` does, under `run_id`
     (a pattern's golden case, runner/golden.py, runs on them). -> the number of errors."""
-    _ensure_graph(pt, lambda s: None)
-    check, _, _ = check_tree(pt, [_seed_path(pt.workspace, seed)])
+    seed = _seed_path(pt.workspace, seed)
+    _ensure_graph(pt, seed, lambda s: None)
+    check, _, _ = check_tree(pt, [seed])
     errors = [d for d in check.diagnostics if d.severity == "error"]
     put_facts(pt, run_id, 0, errors, Tree(pt.workspace))
     return len(errors)
@@ -373,10 +374,13 @@ def _seed_path(ws: Path, seed: str) -> str:
     return rel
 
 
-def _ensure_graph(pt: Pt, progress: Callable[[str], None]) -> None:
-    """The fix flow maps diagnostics to nodes: bring the graph up to date first (cheap when it is)."""
-    from .ingest import ingest
+def _ensure_graph(pt: Pt, seed: str, progress: Callable[[str], None]) -> None:
+    """The fix flow maps diagnostics to nodes: bring the graph up to date first (cheap when it is).
+    A workspace with no graph yet gets the seed's crate and what it depends on only: a first fix
+    does not wait for a whole big workspace (the next `pt ingest` adds the rest)."""
+    from .ingest import ingest_for_seed
 
-    rep = ingest(pt.workspace, pt.store, progress=sys.stderr.isatty())  # a first run on a big tree takes a while
+    rep = ingest_for_seed(pt.workspace, pt.store, seed, progress=sys.stderr.isatty())
     if rep.files_parsed:
-        progress(f"graph updated: {rep.files_parsed} file{'s' * (rep.files_parsed != 1)} ingested")
+        progress(f"graph updated: {rep.files_parsed} file{'s' * (rep.files_parsed != 1)} ingested"
+                 + (" (the seed's crate and its dependencies; `pt ingest` adds the rest)" if rep.scoped else ""))

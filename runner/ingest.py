@@ -50,6 +50,7 @@ class IngestReport:
     edges: int = 0
     elapsed_s: float = 0.0
     text_index: str = "updated"  # or "deferred": built by the first program that reads it
+    scoped: list = field(default_factory=list)  # the crates of a crate-scoped ingest (others left out)
     timings: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -388,6 +389,7 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
         on_disk = fs.rust_files(ws)
         if crates is not None:
             want = set(crates)
+            report.scoped = sorted(want)
             on_disk = [f for f, row in file_crate_rows(layout, on_disk).items() if row[1] in want]
     else:
         on_disk, dirs = named_files(ws, paths)
