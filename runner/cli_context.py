@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import click
 
-from .context import context_pack, findings, render_text, seed_ids
+from .api import workspace_path
+from .context import context_pack, findings, position, render_text, seed_ids
 from .output import echo_err, emit, warn_unknown
 
 
@@ -37,6 +38,10 @@ def context(c, seeds: tuple, budget: int, query: str, vectors: bool, as_json: bo
             echo_err(f"pt: vectors not used: {exc}")
     from .dobby import hooks
 
+    # Positions as the shell completed them (from this directory), made absolute: a running Dobby
+    # reads them from elsewhere. One outside the workspace is refused here.
+    ws = c.workspace
+    seeds = tuple(f"{ws / workspace_path(ws, p[0])}:{p[1]}" if (p := position(s)) else s for s in seeds)
     remote = None if encoder is not None else hooks.context(c, list(seeds), budget, query)
     if remote is not None:  # a running Dobby's warm worker
         ids, rows, found = remote["seeds"], remote["nodes"], remote["findings"]

@@ -16,21 +16,26 @@ from .api import Pt, workspace_path
 from .errors import UsageError
 
 
+def position(seed: str) -> tuple[str, int] | None:
+    """(FILE, LINE) of a `FILE:LINE` seed; None for a node id (ids hold `::`, never end in `:N`)."""
+    file, sep, line = seed.rpartition(":")
+    return (file, int(line)) if sep and line.isdigit() and ":" not in file else None
+
+
 def seed_ids(pt: Pt, seeds: list[str]) -> list[str]:
     """Node ids as given; `FILE:LINE` (1-based) as the innermost node at the start of that line."""
     out: list[str] = []
     for s in seeds:
         node = s
-        file, sep, line = s.rpartition(":")
-        if sep and line.isdigit() and ":" not in file:
-            file = workspace_path(pt.workspace, file)
+        if (pos := position(s)) is not None:
+            file, line = workspace_path(pt.workspace, pos[0]), pos[1]
             path = pt.workspace / file
             try:
                 data = path.read_bytes()
             except OSError as exc:
                 raise UsageError(f"seed {s}: cannot read {path}: {exc.strerror}") from None
             lines = data.split(b"\n")
-            n = int(line)
+            n = line
             if not 1 <= n <= len(lines):
                 raise UsageError(f"seed {s}: {file} has {len(lines)} lines")
             byte = sum(len(x) + 1 for x in lines[: n - 1]) + (len(lines[n - 1]) - len(lines[n - 1].lstrip()))
@@ -80,4 +85,4 @@ def render_text(rows: list[dict], found: list[dict] | None = None) -> str:
     return "\n".join(out)
 
 
-__all__ = ["context_pack", "findings", "render_text", "seed_ids"]
+__all__ = ["context_pack", "findings", "position", "render_text", "seed_ids"]
