@@ -3,7 +3,6 @@ cycles, no private names taken from another module, adapters that do not run pro
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 from conftest import REPO
 
@@ -11,42 +10,53 @@ PACKAGES = ("runner", "adapters")
 
 
 def modules() -> dict[str, ast.Module]:
-    """'runner.cli' -> its syntax tree, for every module of the package."""
-    return {f"{pkg}.{p.stem}": ast.parse(p.read_text(encoding="utf-8"), str(p))
-            for pkg in PACKAGES for p in sorted((REPO / pkg).glob("*.py")) if p.stem != "__init__"}
+    """'runner.cli' -> its syntax tree, for every module of the package (subpackages included)."""
+    out = {}
+    for pkg in PACKAGES:
+        for p in sorted((REPO / pkg).rglob("*.py")):
+            parts = p.relative_to(REPO).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            out[name] = ast.parse(p.read_text(encoding="utf-8"), str(p))
+    return out
 
 
-def imports(name: str, tree: ast.Module) -> list[tuple[str, list[str]]]:
+def imports(name: str, tree: ast.Module, known: set[str]) -> list[tuple[str, list[str]]]:
     """(module imported, names taken) for every import in the module, nested ones included
-    (an import inside a function to dodge a cycle is still a dependency)."""
-    pkg = name.split(".")[0]
+    (an import inside a function to dodge a cycle is still a dependency). `from . import x` and
+    `from ..adapters import cargo` import modules."""
+    package = name.split(".")[:-1] if name in known and not _is_package(name) else name.split(".")
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out += [(a.name, []) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level == 0:
-                out.append((node.module or "", [a.name for a in node.names]))
-                continue
-            base = pkg if node.level == 1 else ""
-            target = ".".join(x for x in (base, node.module or "") if x)
-            if node.module is None or (node.level == 2 and "." not in target):
-                # `from . import programs as P`, `from ..adapters import cargo`: each name is a module
-                out += [(f"{target}.{a.name}" if target else a.name, []) for a in node.names]
-            else:
-                out.append((target, [a.name for a in node.names]))
+            base = package[:len(package) - (node.level - 1)] if node.level else []
+            target = ".".join([*base, *([node.module] if node.module else [])])
+            names = []
+            for a in node.names:
+                if f"{target}.{a.name}" in known:
+                    out.append((f"{target}.{a.name}", []))
+                else:
+                    names.append(a.name)
+            if names:
+                out.append((target, names))
     return out
 
 
+def _is_package(name: str) -> bool:
+    return (REPO / name.replace(".", "/") / "__init__.py").is_file()
+
+
 def test_click_only_in_cli_modules():
-    users = sorted(name for name, tree in modules().items()
-                   if any(mod.split(".")[0] == "click" for mod, _ in imports(name, tree)))
-    assert users and all(u.startswith("runner.cli") for u in users), users
+    mods = modules()
+    users = sorted(name for name, tree in mods.items()
+                   if any(mod.split(".")[0] == "click" for mod, _ in imports(name, tree, set(mods))))
+    assert users and all(u.split(".")[-1].startswith("cli") for u in users), users
 
 
 def test_no_import_cycles():
     mods = modules()
-    graph = {name: {mod for mod, _ in imports(name, tree) if mod in mods and mod != name}
+    graph = {name: {mod for mod, _ in imports(name, tree, set(mods)) if mod in mods and mod != name}
              for name, tree in mods.items()}
     cycles = []
 
@@ -70,14 +80,13 @@ def test_no_private_names_across_modules():
     found = []
     for name, tree in mods.items():
         aliases = set()
-        for mod, names in imports(name, tree):
-            if mod in mods or mod.split(".")[0] in PACKAGES:
+        for mod, names in imports(name, tree, set(mods)):
+            if mod in mods:
                 found += [f"{name}: from {mod} import {n}" for n in names if n.startswith("_")]
         for node in ast.walk(tree):  # `from . import programs as P` ... `P._private`
-            if isinstance(node, ast.ImportFrom) and node.level and node.module is None:
-                aliases |= {a.asname or a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 2:
-                aliases |= {a.asname or a.name for a in node.names}
+            if isinstance(node, ast.ImportFrom):
+                aliases |= {a.asname or a.name for a in node.names if a.name not in ("annotations",)
+                            and any(m.endswith("." + a.name) for m in mods)}
         for node in ast.walk(tree):
             if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
                     and node.attr.startswith("_") and not node.attr.startswith("__")):
@@ -87,11 +96,11 @@ def test_no_private_names_across_modules():
 
 def test_adapters_do_not_run_programs():
     """Adapters turn the world into facts; running programs (and deciding) is the runner's."""
-    found = []
-    for name, tree in modules().items():
+    found, mods = [], modules()
+    for name, tree in mods.items():
         if not name.startswith("adapters."):
             continue
-        found += [f"{name}: imports {mod}" for mod, _ in imports(name, tree) if mod.startswith("runner")]
+        found += [f"{name}: imports {mod}" for mod, _ in imports(name, tree, set(mods)) if mod.startswith("runner")]
         for node in ast.walk(tree):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("run", "query")
                     and isinstance(node.func.value, ast.Name) and node.func.value.id == "pt"):

@@ -22,17 +22,6 @@ from ..output import echo_err, emit
 from . import config as C
 from . import client as rpc
 
-_EXIT = {-32602: 2, -32600: 2, -32700: 2, -32601: 2, -32010: 1}  # JSON-RPC code -> pt exit code
-
-
-class DobbyFailed(PtError):
-    """Dobby answered with an error; the exit code follows its kind."""
-
-    def __init__(self, err: rpc.DobbyError):
-        super().__init__(f"dobby: {err.message}")
-        self.exit_code = _EXIT.get(err.code, 3 if err.code in (-32603,) else 1)
-
-
 def request(method: str, params: dict | None = None, socket: str | None = None, timeout: float | None = None,
             progress: bool = True) -> object:
     """One request to the running Dobby; its errors become pt errors (one line, an exit code)."""
@@ -43,7 +32,7 @@ def request(method: str, params: dict | None = None, socket: str | None = None, 
     except rpc.NotRunning as exc:
         raise UsageError(f"{exc.message} (start it with `pt dobby serve`)") from None
     except rpc.DobbyError as exc:
-        raise DobbyFailed(exc) from None
+        raise rpc.DobbyFailed(exc) from None
 
 
 @click.group("dobby")

@@ -16,6 +16,8 @@ import threading
 import time
 from typing import Any, Callable
 
+from ..errors import PtError
+
 PROGRESS = "dobby/progress"  # server -> client notification on long tasks
 
 
@@ -25,6 +27,17 @@ class DobbyError(Exception):
     def __init__(self, message: str, code: int = -32000, data: Any = None):
         super().__init__(message)
         self.message, self.code, self.data = message, code, data
+
+
+_EXIT = {-32602: 2, -32600: 2, -32700: 2, -32601: 2, -32010: 1}  # JSON-RPC code -> pt exit code
+
+
+class DobbyFailed(PtError):
+    """Dobby answered with an error; the exit code follows its kind."""
+
+    def __init__(self, err: DobbyError):
+        super().__init__(f"dobby: {err.message}")
+        self.exit_code = _EXIT.get(err.code, 3 if err.code in (-32603,) else 1)
 
 
 class NotRunning(DobbyError):
@@ -129,6 +142,4 @@ def try_dobby(method: str, params: dict, on_progress: Callable[[dict], None] | N
     except NotRunning:
         return None  # a stale socket file: work in-process
     except DobbyError as exc:
-        from .cli import DobbyFailed
-
         raise DobbyFailed(exc) from None
