@@ -101,3 +101,24 @@ def test_patterns_that_worked_here_before_are_tried_first(tmp_path):
     assert second.index(rustc) > max(second.index(c) for c in e0308)
     assert rep["outcome"] == "fixed"
     assert_compiles(ws)
+
+
+def test_a_private_field_read_from_another_module(tmp_path):
+    """E0616: rustc names the field and its struct but has no span at the definition; the struct's
+    file comes from the graph (fix.fact_files) and the field gets the visibility its sibling
+    fields are written with (`pub(crate)`)."""
+    ws, rep = fix_fixture(tmp_path, "fix_private_field")
+    assert rep["outcome"] == "fixed", rep
+    assert (ws / "src/shapes.rs").read_text() == (FIXTURES / "fix_private_field/src/shapes.rs").read_text().replace(
+        "    width: u32,", "    pub(crate) width: u32,")
+    assert (ws / "src/lib.rs").read_text() == (FIXTURES / "fix_private_field/src/lib.rs").read_text()
+    assert_compiles(ws)
+
+
+def test_a_private_field_in_a_struct_literal(tmp_path):
+    """E0451: the same for a struct literal; its sibling is `pub`, so the field becomes `pub`."""
+    ws, rep = fix_fixture(tmp_path, "fix_private_field_literal")
+    assert rep["outcome"] == "fixed", rep
+    assert (ws / "src/shapes.rs").read_text() == (FIXTURES / "fix_private_field_literal/src/shapes.rs").read_text().replace(
+        "    depth: u32,", "    pub depth: u32,")
+    assert_compiles(ws)
