@@ -122,3 +122,17 @@ def test_a_private_field_in_a_struct_literal(tmp_path):
     assert (ws / "src/shapes.rs").read_text() == (FIXTURES / "fix_private_field_literal/src/shapes.rs").read_text().replace(
         "    depth: u32,", "    pub depth: u32,")
     assert_compiles(ws)
+
+
+def test_a_dropped_argument(tmp_path):
+    """E0061 with rustc's `/* u8 */` placeholder: the one parameter of that type (another name)
+    fills it; where nothing in scope has the type, the type's default does."""
+    ws, rep = fix_fixture(tmp_path, "fix_dropped_argument")
+    assert rep["outcome"] == "fixed", rep
+    original = (FIXTURES / "fix_dropped_argument/src/lib.rs").read_text()
+    assert (ws / "src/lib.rs").read_text() == original.replace(
+        "pub fn blank(size: usize) -> Grid {\n    Grid::new(size, size)\n",
+        "pub fn blank(size: usize) -> Grid {\n    Grid::new(size, size, Default::default())\n").replace(
+        "pub fn filled(size: usize, value: u8) -> Grid {\n    Grid::new(size, size)\n",
+        "pub fn filled(size: usize, value: u8) -> Grid {\n    Grid::new(size, size, value)\n")
+    assert_compiles(ws)
