@@ -87,7 +87,8 @@ def put_facts(pt: Pt, run_id: str, rnd: int, errors: list, tree: Tree) -> None:
             rep = sp["replacement"]
             spans.append([i, seq, sp["part"], sp["level"], sp["message"], sp["file"], a, b, sp["line"], sp["is_primary"],
                           sp["label"], so.text[a:b], rep is not None, rep or "", sp["applicability"]])
-    for rel in (r["file_path"] for r in flow("fix").query(pt, "fact_files", messages=[d.message for d in errors])):
+    said = [d.message for d in errors] + [sp["label"] for d in errors for sp in d.spans if sp["label"]]
+    for rel in (r["file_path"] for r in flow("fix").query(pt, "fact_files", messages=said)):
         off(rel)  # a private field's struct (E0616) has no span: its file's text comes from here
     files = [[rel, o.text] for rel, o in sorted(offsets.items()) if o is not None and rel]
     graph_files = [rel for rel, _ in files if rel not in tree.changed]

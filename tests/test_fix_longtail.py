@@ -136,3 +136,14 @@ def test_a_dropped_argument(tmp_path):
         "pub fn filled(size: usize, value: u8) -> Grid {\n    Grid::new(size, size)\n",
         "pub fn filled(size: usize, value: u8) -> Grid {\n    Grid::new(size, size, value)\n")
     assert_compiles(ws)
+
+
+def test_a_removed_copy_derive_is_put_back(tmp_path):
+    """E0382 on a type in another file that derives Clone but lost Copy: the derive is restored
+    (its file comes from the graph through the label naming the type), not a `.clone()` at the use."""
+    ws, rep = fix_fixture(tmp_path, "fix_removed_copy")
+    assert rep["outcome"] == "fixed", rep
+    assert (ws / "src/point.rs").read_text() == (FIXTURES / "fix_removed_copy/src/point.rs").read_text().replace(
+        "#[derive(Debug, Clone, PartialEq)]", "#[derive(Debug, Clone, Copy, PartialEq)]")
+    assert (ws / "src/lib.rs").read_text() == (FIXTURES / "fix_removed_copy/src/lib.rs").read_text()
+    assert_compiles(ws)
