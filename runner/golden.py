@@ -6,13 +6,15 @@ with `.expected`. A failure leaves `<case>.actual` beside it; `pt test --update`
 Case keys (all optional):
   params / vars      passed to the program as in `pt query`
   facts              {relation: [ {column: value, ...}, ... ]} loaded before the run
-  fixture            a workspace under tests/fixtures/ ingested before the run
+  fixture            a workspace ingested before the run: a path relative to the directory that
+                     holds `golden/` (the repo for pt's own cases: `tests/fixtures/ingest_ws`), or
+                     `./DIR` beside the case
   dump               relations (`rel` or `rel:col1,col2`) whose contents are appended (for writers)
   schema             true: append every relation's columns (for schema programs)
   setup              [[program, params], ...] run before the program (e.g. a proposal before a flip)
 
 A fix pattern's case names a small crate and a seed file instead of facts:
-  fixture + seed     the crate (tests/fixtures/NAME, a repo path such as examples/shapes, or ./DIR
+  fixture + seed     the crate (a path as above: tests/fixtures/NAME, examples/shapes, or ./DIR
                      beside the case, as in a workspace's .parseltongue/golden/) is copied,
                      ingested and checked with the real `cargo check` exactly as `pt run fix`
                      round 0 does (`fix.seed_facts`); the
@@ -40,7 +42,6 @@ from .fix_text import Tree, apply_edits
 from .programs import PACKAGE_ROOT, Program, Registry
 
 GOLDEN_ROOT = PACKAGE_ROOT / "golden"
-FIXTURES_ROOT = PACKAGE_ROOT / "tests" / "fixtures"
 
 
 @dataclass
@@ -141,6 +142,15 @@ def run_case(case: Case, engine: str = "mem", fixture_loader: Callable | None = 
     return Outcome(case, False, actual, msg)
 
 
+def fixture_path(case: Case, name: str) -> Path:
+    """A case's fixture: `./x` beside the case, else relative to the directory holding `golden/`
+    (cases name their fixtures, so the runner knows no test layout)."""
+    if name.startswith(("./", "../")):
+        return (case.path.parent / name).resolve()
+    root = next((p.parent for p in case.path.parents if p.name == "golden"), GOLDEN_ROOT.parent)
+    return (root / name).resolve()
+
+
 def _execute(pt: Pt, case: Case, spec: dict, fixture_loader: Callable | None) -> str:
     prog = pt.registry.get(case.program)
     if spec.get("seed"):
@@ -152,7 +162,7 @@ def _execute(pt: Pt, case: Case, spec: dict, fixture_loader: Callable | None) ->
     if spec.get("fixture"):
         if fixture_loader is None:
             raise UsageError(f"{case.path}: fixture cases need the ingest flow")
-        fixture_loader(pt, FIXTURES_ROOT / spec["fixture"])
+        fixture_loader(pt, fixture_path(case, spec["fixture"]))
     load_facts(pt, spec.get("facts") or {})
     for step in spec.get("setup") or []:
         pt.run(step[0], step[1] if len(step) > 1 else {})
@@ -185,9 +195,7 @@ def _pattern_case(pt: Pt, case: Case, spec: dict, prog: Program) -> str:
     if prog.kind != "pattern" or not spec.get("fixture"):
         raise UsageError(f"{case.path}: `seed` cases are for patterns and name a `fixture` crate")
     name = str(spec["fixture"])
-    # NAME: tests/fixtures/NAME; a/b: the repo's (examples/shapes); ./x: beside the case (a workspace's own)
-    src = (case.path.parent / name if name.startswith(("./", "../"))
-           else (PACKAGE_ROOT if "/" in name else FIXTURES_ROOT) / name).resolve()
+    src = fixture_path(case, name)
     if not (src / "Cargo.toml").is_file():
         raise UsageError(f"{case.path}: no fixture crate {src}")
     registry = pt.registry
@@ -200,7 +208,7 @@ def _pattern_case(pt: Pt, case: Case, spec: dict, prog: Program) -> str:
     at = {"run_id": run_id}
     diags = pt.store.run("?[diag, file_path, line, col, code, message] := *fix_diag{run_id: $run_id, round: 0, "
                          "diag, file_path, line, col, code, message}", at).rows
-    out = [f"# program: {prog.id}", f"# crate: {name if name.startswith('.') or '/' in name else 'tests/fixtures/' + name}, "
+    out = [f"# program: {prog.id}", f"# crate: {name}, "
            f"seed: {spec['seed']}",
            f"# errors (cargo check): {len(diags)}"]
     out += [f"  [{d}] {f}:{line}:{col} {code}: {msg}" for d, f, line, col, code, msg in sorted(diags)]
@@ -281,7 +289,7 @@ def run_all(cases: list[Case], engine: str, update: bool, fixture_loader: Callab
 
 
 def default_fixture_loader() -> Callable | None:
-    """Fixture cases ingest a workspace from tests/fixtures/ into the case's store."""
+    """Fixture cases ingest the workspace they name into the case's store."""
     try:
         from .ingest import ingest
     except ImportError:

@@ -106,3 +106,17 @@ def test_adapters_do_not_run_programs():
                     and isinstance(node.func.value, ast.Name) and node.func.value.id == "pt"):
                 found.append(f"{name}:{node.lineno}: pt.{node.func.attr}(...)")
     assert found == [], found
+
+
+def test_product_code_does_not_read_tests():
+    """pt's code knows no test layout: a golden case names its fixture, the runner only resolves it.
+    (A path built as `root / "tests"`, or a literal 'tests/fixtures'.)"""
+    found = []
+    for name, tree in modules().items():
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant)
+                    and node.right.value in ("tests", "fixtures")):
+                found.append(f"{name}:{node.lineno}: / {node.right.value!r}")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "tests/fixtures" in node.value:
+                found.append(f"{name}:{node.lineno}: {node.value[:40]!r}")
+    assert found == [], found

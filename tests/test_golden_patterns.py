@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -10,6 +11,8 @@ import yaml
 from parseltongue.runner import golden as G
 from parseltongue.runner.fix_text import Tree
 from parseltongue.runner.programs import PATTERNS_DIR, Registry
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="needs cargo")
 
@@ -69,7 +72,7 @@ def test_a_seed_case_of_a_rule_is_refused(pt, ws):
 def test_a_fixture_copy_is_shared_until_the_crate_changes(tmp_path):
     """Cases of one crate share a copy (its mirror stays warm); an edited crate never reuses a stale one."""
     src = tmp_path / "crate"
-    shutil.copytree(G.FIXTURES_ROOT / "fix_make_pub", src)
+    shutil.copytree(FIXTURES / "fix_make_pub", src)
     first = G._fixture_copy(src)
     assert G._fixture_copy(src) == first
     assert (first / "src" / "lib.rs").read_text() == (src / "src" / "lib.rs").read_text()
@@ -108,7 +111,7 @@ def test_a_row_of_the_wrong_type_is_named_not_a_crash(ws):
 def test_a_workspace_pattern_case_names_a_crate_beside_it(pt, ws):
     """A project-local pattern's case (.parseltongue/golden/patterns/...) keeps its crate beside it."""
     gdir = ws / ".parseltongue" / "golden" / "patterns" / "make_pub"
-    shutil.copytree(G.FIXTURES_ROOT / "fix_make_pub", gdir / "crate")
+    shutil.copytree(FIXTURES / "fix_make_pub", gdir / "crate")
     (gdir / "mine.yaml").write_text("fixture: ./crate\nseed: src/lib.rs\n")
     r = pt("-C", str(ws), "test", str(gdir), "--update")
     assert r.code == 0, r.err
