@@ -926,6 +926,8 @@ class RaSession:
         try:
             return fut.result(budget)
         except concurrent.futures.TimeoutError:
+            if fut.done():  # the coroutine's own timeout (the same class since 3.11), not this backstop
+                raise
             fut.cancel()
             raise RaTimeout(f"rust-analyzer did not answer within {budget:.1f}s") from None
 

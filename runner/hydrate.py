@@ -328,6 +328,10 @@ def _start_session(ws: Path, deadline: float, report: HydrateReport) -> ra.RaSes
     try:
         session = ra.open_session(ws, ready_timeout=max(1.0, min(READY_TIMEOUT_S, deadline - time.monotonic())))
     except ra.RaError as exc:
+        if isinstance(exc, ra.RaTimeout) and time.monotonic() >= deadline:
+            # Not ready within a budget shorter than its start-up: the analyzer is fine, the budget is not.
+            report.warning = "hydration budget used up before rust-analyzer was ready; the graph keeps its heuristic facts"
+            return None
         report.ra_available = False
         report.warning = f"{str(exc).splitlines()[0]}; the graph keeps its heuristic facts"
         return None
