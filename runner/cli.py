@@ -293,6 +293,7 @@ def query(c: Ctx, name: str, params: tuple, params_json: str | None, vars_: tupl
     remote = hooks.query(c, name, given, from_json, vars_d)  # a running Dobby's warm worker, if any
     if remote is not None:
         prog_id, res = remote["program"], Result(remote["headers"], remote["rows"])
+        warn_unknown(remote.get("unknown_seeds") or [])
     else:
         with c.open(create=not prog.read_only) as pt:  # a read-only program creates nothing
             # CLI strings are coerced by declared type; JSON values must already have the right type.

@@ -45,6 +45,7 @@ def context(c, seeds: tuple, budget: int, query: str, vectors: bool, as_json: bo
     remote = None if encoder is not None else hooks.context(c, list(seeds), budget, query)
     if remote is not None:  # a running Dobby's warm worker
         ids, rows, found = remote["seeds"], remote["nodes"], remote["findings"]
+        warn_unknown(remote.get("unknown_seeds") or [])
     else:
         try:
             with c.open(create=False) as pt:  # read-only: creates nothing

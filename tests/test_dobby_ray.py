@@ -222,6 +222,17 @@ def test_the_cli_uses_the_running_dobby(dobby, shapes):
         assert warm.stdout == cold.stdout, args
 
 
+def test_unknown_seeds_are_named_through_dobby_as_without_it(dobby, shapes):
+    """An unknown seed is named on stderr (some known) or refused with exit 2 (none known), warm or cold."""
+    for seeds, code in ((f'seeds=["{SEED}","fn:src/nope.rs::gone"]', 0), ('seeds=["fn:src/nope.rs::gone"]', 2)):
+        args = ["query", "two_hop", "-p", seeds, "--json"]
+        warm = run_pt("-C", str(shapes), *args, env=dobby.env, check=False)
+        cold = run_pt("-C", str(shapes), *args, env={**dobby.env, "PT_DOBBY": "0"}, check=False)
+        assert (warm.returncode, cold.returncode) == (code, code), (warm.stderr, cold.stderr)
+        assert "fn:src/nope.rs::gone" in warm.stderr and "fn:src/nope.rs::gone" in cold.stderr
+        assert warm.stdout == cold.stdout
+
+
 def test_a_writing_program_runs_on_the_writer(dobby, shapes):
     """`pt query` of a program that writes goes to Dobby's one writer, not a read-only worker."""
     args = ["query", "codegraph.reject_clear", "-p", "candidate_id=no-such-candidate", "--json"]

@@ -66,8 +66,11 @@ class CpuWorker:
         prog = pt.registry.get(program)
         if not prog.read_only:
             raise NeedsWriter(f"{prog.id} writes the graph")
-        res = pt.run(prog.id, {**P.coerce_cli_params(prog, cli_params), **params}, vars)
-        return {"program": prog.id, "headers": res.headers, "rows": res.rows}
+        merged = {**P.coerce_cli_params(prog, cli_params), **params}
+        res = pt.run(prog.id, merged, vars)
+        seeds = merged.get("seeds")  # node ids by convention, checked as `pt query` checks them
+        unknown = pt.unknown_seeds(seeds) if isinstance(seeds, list) else []
+        return {"program": prog.id, "headers": res.headers, "rows": res.rows, "unknown_seeds": unknown}
 
     def context(self, workspace: str, db: str | None, seeds: list, budget: int, query: str) -> dict:
         """As `pt context` (without vectors): the pack and its A4 findings."""
@@ -77,7 +80,7 @@ class CpuWorker:
         ids = seed_ids(pt, list(seeds))
         rows = context_pack(pt, ids, budget, query, None)
         return {"seeds": ids, "budget_tokens": budget, "tokens": sum(r["tokens"] for r in rows), "nodes": rows,
-                "findings": findings(pt, rows)}
+                "findings": findings(pt, rows), "unknown_seeds": pt.unknown_seeds(ids)}
 
     def run_task(self, agent: str, payload: dict) -> dict:
         if agent not in AGENTS:
