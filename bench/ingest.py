@@ -197,7 +197,10 @@ def layout(ws: Path, crates: list[tuple[str, Path]]) -> list[dict]:
         "# Offline: dependencies come from the Debian registry directory.\n"
         "[source.crates-io]\nreplace-with = \"vendored\"\n\n"
         f"[source.vendored]\ndirectory = \"{REGISTRY}\"\n\n"
-        "[net]\noffline = true\n")
+        "[net]\noffline = true\n\n"
+        "# Members are registry crates: their lints are capped as cargo caps a dependency's (serde\n"
+        "# 1.0.152's deny(unused_imports) is an error under a newer rustc otherwise).\n"
+        "[build]\nrustflags = [\"--cap-lints\", \"warn\"]\n")
     (ws / ".gitignore").write_text("target/\n.parseltongue/\n")
     # A git repository, like a user's checkout: the crates' own .gitignore files then mean what
     # they mean to git, and `git ls-files` is the reference list of files.

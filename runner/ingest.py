@@ -335,8 +335,9 @@ class _Update:
         # Files new to the graph have no edges yet: a large ingest derives theirs on all cores and
         # writes them without comparing (a cold ingest, or the rest of a workspace after
         # ingest_for_seed); files already stored replace theirs by difference.
-        new = [f for f in whole if f not in self.stored] if bulk else []
-        old = [f for f in whole if f in self.stored] if new else whole
+        fresh = set(changed) - set(self.stored)
+        new = [f for f in whole if f in fresh] if bulk else []
+        old = [f for f in whole if f not in fresh] if new else whole
         if new:
             _derive_in_parallel(pt, _batches(new), self.jobs, step)
         for batch in _batches(old):
@@ -417,7 +418,8 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
 
     # A cold ingest (nothing in the graph yet) needs no removal half, no "affected files" and
     # recounts hubs once at the end.
-    cold = paths is None and not deleted and all(s["state"] == "new" for s in stale)
+    # (only new files is not enough: files added to an ingested workspace have callers to re-resolve)
+    cold = paths is None and not deleted and all(s["state"] == "new" for s in stale) and not pt.query("ingest.has_files")
     stored = {} if cold else _stored_hashes(pt, candidates)
     # A large ingest leaves the full-text index to its first reader (runner/api.py): its FTS
     # postings cost about as much as the rest of the ingest put together.

@@ -392,9 +392,16 @@ def test_seed_ingest_of_a_cold_graph_takes_the_seed_crate_and_its_deps_first(geo
     """`pt run fix` on a workspace with no graph ingests only the seed's crate and the members it
     depends on; the next full ingest adds the rest (its new files' edges derived in parallel
     batches, the stored files re-resolved for the names that arrive) and the graph is then the
-    one a cold ingest of the whole workspace gives."""
+    one a cold ingest of the whole workspace gives. Here app's `.doubled()` is unique among app
+    and geo (an edge of the scoped graph) but not once `extra` arrives (no edge in a cold one)."""
     import parseltongue.runner.ingest as ingest_mod
 
+    (geo_ws / "Cargo.toml").write_text((geo_ws / "Cargo.toml").read_text().replace('"app"]', '"app", "extra"]'))
+    (geo_ws / "extra/src").mkdir(parents=True)
+    (geo_ws / "extra/Cargo.toml").write_text('[package]\nname = "extra"\nversion = "0.1.0"\nedition = "2021"\n')
+    (geo_ws / "extra/src/lib.rs").write_text("pub struct X;\nimpl X {\n    pub fn doubled(&self) -> Self { X }\n}\n")
+    main = geo_ws / "app/src/main.rs"
+    main.write_text(main.read_text().replace("fn main() {", "fn main() {\n    let _d = Sq::new(1.0).doubled();"))
     cold = open_store("mem")
     try:
         ingest(geo_ws, cold)
@@ -402,20 +409,36 @@ def test_seed_ingest_of_a_cold_graph_takes_the_seed_crate_and_its_deps_first(geo
         want_hubs = cold.run("?[i, d, k, n] := *node_hubs{id: i, dir: d, kind: k, n}").rows
     finally:
         cold.close()
-    r = ingest_mod.ingest_for_seed(geo_ws, store, "geo/src/shapes/circle.rs")
-    assert r.files_total == 4 and r.files_parsed == 4  # geo only: app depends on geo, not geo on app
-    assert {f for (f,) in store.run("?[f] := *file_state{file_path: f}").rows} == {
-        "geo/src/lib.rs", "geo/src/units.rs", "geo/src/shapes/mod.rs", "geo/src/shapes/circle.rs"}
-    assert ingest_mod.crate_scope(ingest_mod.discover(geo_ws, True), "app/src/main.rs") == ["app", "geo"]
+    doubled = ("fn:app/src/main.rs::main", "fn:geo/src/shapes/mod.rs::<impl Square>::doubled", "CALLS")
+    assert doubled not in {e[:3] for e in want["isg_edges"]}
+    r = ingest_mod.ingest_for_seed(geo_ws, store, "app/src/main.rs")
+    assert r.scoped == ["app", "geo"] and r.files_total == 6 and r.files_parsed == 6
+    assert doubled in edges(store)  # unique among the crates ingested so far
+    assert ingest_mod.crate_scope(ingest_mod.discover(geo_ws, True), "geo/src/lib.rs") == ["geo"]
     monkeypatch.setattr(ingest_mod, "RESOLVE_BATCH_FILES", 1)  # the rest: a bulk update with new files
     calls = []
     real = ingest_mod._derive_in_parallel
     monkeypatch.setattr(ingest_mod, "_derive_in_parallel", lambda *a: calls.append(sorted(f for b in a[1] for f in b))
                         or real(*a))
-    r = ingest_mod.ingest_for_seed(geo_ws, store, "geo/src/shapes/circle.rs", progress=False)  # not cold: everything
-    assert r.files_parsed == 2 and r.files_unchanged == 4
-    assert calls == [["app/src/main.rs", "app/tests/smoke.rs"]]
+    r = ingest_mod.ingest_for_seed(geo_ws, store, "app/src/main.rs")  # not cold: everything
+    assert r.files_parsed == 1 and r.files_unchanged == 6 and not r.scoped
+    assert calls == [["extra/src/lib.rs"]]  # only the file new to the graph; app/src/main.rs is re-resolved
     got = fact_rows(store)
     for rel in want:
         assert got[rel] == want[rel], rel
     assert store.run("?[i, d, k, n] := *node_hubs{id: i, dir: d, kind: k, n}").rows == want_hubs
+
+
+def test_a_file_added_to_an_ingested_workspace_re_resolves_its_callers(geo_ws, store):
+    """A full ingest that finds only new files is not a cold one when the graph holds files: the
+    callers of the names the new file defines are re-resolved (app's `.doubled()` was unique,
+    then `extra` defines another), as a cold ingest of the tree has them."""
+    main = geo_ws / "app/src/main.rs"
+    main.write_text(main.read_text().replace("fn main() {", "fn main() {\n    let _d = Sq::new(1.0).doubled();"))
+    ingest(geo_ws, store)
+    doubled = ("fn:app/src/main.rs::main", "fn:geo/src/shapes/mod.rs::<impl Square>::doubled", "CALLS")
+    assert doubled in edges(store)
+    (geo_ws / "geo/src/extra.rs").write_text("pub struct X;\nimpl X {\n    pub fn doubled(&self) -> Self { X }\n}\n")
+    r = ingest(geo_ws, store)
+    assert r.files_parsed == 1
+    assert doubled not in edges(store)
