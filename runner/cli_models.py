@@ -112,6 +112,18 @@ def ls_cmd(as_json: bool) -> None:
 @click.pass_obj
 def embed_cmd(c, model_id: str, batch: int, as_json: bool) -> None:
     """Compute vectors for the leaf nodes whose text changed since they were last embedded."""
+    from .dobby import hooks
+
+    report = hooks.embed(c, model_id, batch)  # a running Dobby: its model workers, its writer
+    if report is None:
+        report = _embed_here(c, model_id, batch, as_json)
+    if as_json:
+        emit(report, True)
+    else:
+        click.echo(f"{report['embedded']} node vectors ({report['model']}) in {report['seconds']}s")
+
+
+def _embed_here(c, model_id: str, batch: int, as_json: bool) -> dict:
     try:
         enc = E.load_encoder(model_id)
     except M.ModelUnavailable as exc:
@@ -131,8 +143,5 @@ def embed_cmd(c, model_id: str, batch: int, as_json: bool) -> None:
         enc.close()
     if sys.stderr.isatty() and not as_json and state["n"]:
         echo_err("")
-    if as_json:
-        emit(report, True)
-    else:
-        click.echo(f"{report['embedded']} node vectors ({report['model']}) in {report['seconds']}s")
+    return report
 

@@ -39,18 +39,22 @@ def summarize_cmd(c, paths: tuple, model: str, budget_s: float | None, as_json: 
             last[0] = time.monotonic()
             echo_err(eta_line(done, total, elapsed))
 
-    with c.open() as pt:
-        rels = [_relative(pt.workspace, p) for p in paths]
-        try:
-            s = Summarizer.load(model)
-        except M.ModelUnavailable as exc:
-            raise UsageError(str(exc)) from None
-        try:
-            report = summarize_changed(pt, s, rels, budget_s, progress=progress)
-        finally:
-            s.close()
-            if tty:
-                sys.stderr.write("\n")
+    from .dobby import hooks
+
+    rels = [_relative(c.workspace, p) for p in paths]
+    report = hooks.summarize(c, rels, model, budget_s)  # a running Dobby: its model workers, its writer
+    if report is None:
+        with c.open() as pt:
+            try:
+                s = Summarizer.load(model)
+            except M.ModelUnavailable as exc:
+                raise UsageError(str(exc)) from None
+            try:
+                report = summarize_changed(pt, s, rels, budget_s, progress=progress)
+            finally:
+                s.close()
+                if tty:
+                    sys.stderr.write("\n")
     if as_json:
         emit(report, True)
         return

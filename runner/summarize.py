@@ -106,7 +106,8 @@ def summarize_changed(pt, summarizer, paths: list[str] | None = None, budget_s: 
                       batch: int = 8, progress: Callable[[int, int, float], None] | None = None) -> dict:
     """Summaries for every planned node (no row yet for its current code and this model), written
     `batch` at a time, until done or `budget_s` seconds have passed; then the model's rows of
-    removed nodes and changed code are pruned. `summarizer` has `.model_id` and `.ask(row) -> text`.
+    removed nodes and changed code are pruned. `summarizer` has `.model_id` and `.ask(row) -> text`
+    (or `.ask_batch(rows) -> texts`).
     `progress(done, total, elapsed_s)` is called after every batch.
     Returns {"model", "planned", "summarized", "by_status", "left", "seconds", "nodes_per_s"}."""
     t0 = time.perf_counter()
@@ -121,12 +122,9 @@ def summarize_changed(pt, summarizer, paths: list[str] | None = None, budget_s: 
             break
         rows = pt.query("summaries.texts", ids=[r["id"] for r in plan[i:i + batch]])
         out = []
-        for r in rows:
-            if over():
-                break
-            t = time.perf_counter()
-            ans = clean(summarizer.ask(r))
-            out.append([r["id"], r["hash"], ans.summary, ans.status, ans.raw, int((time.perf_counter() - t) * 1000)])
+        for r, text, ms in _answers(summarizer, rows, over):
+            ans = clean(text)
+            out.append([r["id"], r["hash"], ans.summary, ans.status, ans.raw, ms])
             by_status[ans.status] += 1
         pt.run("summaries.put", {"model": summarizer.model_id, "rows": out})
         # nodes without code (texts skips them) count as done; a cut batch counts what it asked
@@ -140,6 +138,24 @@ def summarize_changed(pt, summarizer, paths: list[str] | None = None, budget_s: 
     n = sum(by_status.values())
     return {"model": summarizer.model_id, "planned": len(plan), "summarized": n, "by_status": by_status,
             "left": len(plan) - done, "seconds": round(secs, 2), "nodes_per_s": round(n / secs, 3) if secs else 0.0}
+
+
+def _answers(summarizer, rows: list[dict], over: Callable[[], bool]):
+    """(row, raw answer, ms) for each row until `over()`. A summarizer with `ask_batch` (Dobby's,
+    which spreads a batch over its model workers) answers the whole batch; each row gets its share
+    of the batch's time."""
+    if hasattr(summarizer, "ask_batch"):
+        t = time.perf_counter()
+        texts = summarizer.ask_batch(rows) if rows else []
+        ms = int((time.perf_counter() - t) * 1000 / max(1, len(rows)))
+        yield from ((r, text, ms) for r, text in zip(rows, texts))
+        return
+    for r in rows:
+        if over():
+            return
+        t = time.perf_counter()
+        text = summarizer.ask(r)
+        yield r, text, int((time.perf_counter() - t) * 1000)
 
 
 def eta_line(done: int, total: int, elapsed: float) -> str:

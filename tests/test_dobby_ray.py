@@ -286,6 +286,47 @@ def test_embed_and_completion_with_the_local_model(dobby):
     assert e.value.code in (-32021, -32040)
 
 
+def test_summarize_and_embed_through_dobby_equal_the_in_process_rows(dobby, shapes, tmp_path):
+    """`pt summarize` and `pt models embed` through Dobby (its model worker answers, its writer
+    stores) write the rows the in-process commands write, row for row."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("llama-cpp-python is not installed: CI installs the `local` extra")
+        pytest.skip("llama-cpp-python is not installed (the `local` extra)")
+    from parseltongue.adapters.store import open_store
+
+    dobby.call("ensure_model", {"name": MODEL})
+    dbs = {k: str(tmp_path / f"{k}.db") for k in ("warm", "cold")}
+    for k, db in dbs.items():
+        run_pt("-C", str(shapes), "--db", db, "ingest", env={"PT_DOBBY": "0"})
+
+    def llm_served() -> int:
+        return sum(w["served"] for w in dobby.call("get_status")["workers"] if w["kind"] == "llm")
+
+    for args in (["summarize", "src/geometry.rs", "--json"], ["models", "embed", "--batch", "8", "--json"]):
+        before = llm_served()
+        warm = json.loads(run_pt("-C", str(shapes), "--db", dbs["warm"], *args, env=dobby.env).stdout)
+        assert llm_served() > before, args  # the pool's model worker did it
+        cold = json.loads(run_pt("-C", str(shapes), "--db", dbs["cold"], *args,
+                                 env={**dobby.env, "PT_DOBBY": "0"}).stdout)
+        drop = ("seconds", "nodes_per_s")
+        assert {k: v for k, v in warm.items() if k not in drop} == {k: v for k, v in cold.items() if k not in drop}
+    scripts = {"summaries": "?[id, m, h, s, st, raw] := *node_summaries{id, model: m, hash: h, summary: s, "
+                            "status: st, raw}",
+               "vectors": "?[id, m, d, v, h] := *embeddings{id, model: m, dim: d, vec: v, hash: h}"}
+    rows = {}
+    for k, db in dbs.items():
+        store = open_store(db)
+        try:
+            rows[k] = {name: sorted(map(repr, store.run(q).rows)) for name, q in scripts.items()}
+        finally:
+            store.close()
+    assert len(rows["cold"]["summaries"]) >= 3 and len(rows["cold"]["vectors"]) >= 8
+    assert rows["warm"] == rows["cold"]
+
+
 def test_bad_params_get_errors_and_the_daemon_lives(dobby):
     for method, params in (("embed", {"texts": "not a list"}), ("run_task", {"agent": 5}),
                            ("open_worker", {"kind": "gpu"}), ("close_worker", {"id": "nope"})):

@@ -6,7 +6,8 @@ Methods (params are one JSON object; errors are JSON-RPC errors with the codes b
   ping, get_status, ensure_model {name}, open_worker {kind: cpu|llm, model},
   close_worker {id}, completion {prompt, system, max_tokens, model}, embed {texts, model},
   run_task {agent: A1|A2|A3, payload}, verify_default {name, lines},
-  query / context / ingest / fix (what `pt query`, `pt context`, `pt ingest`, `pt run fix` send),
+  query / context / ingest / fix / summarize / embed_nodes (what `pt query`, `pt context`,
+  `pt ingest`, `pt run fix`, `pt summarize`, `pt models embed` send),
   shutdown {graceful_timeout}.
 Reads run on CPU workers; anything that writes the graph (ingest, fix, a writing program) runs
 on Dobby's single writer thread. Logs are JSON lines on stderr.
@@ -131,7 +132,8 @@ class Dobby:
 
     def methods(self) -> dict:
         names = ("ping", "get_status", "ensure_model", "open_worker", "close_worker", "completion", "embed",
-                 "run_task", "verify_default", "query", "context", "ingest", "fix", "shutdown")
+                 "run_task", "verify_default", "query", "context", "ingest", "fix", "summarize", "embed_nodes",
+                 "shutdown")
         return {n: self._guarded(n, getattr(self, "m_" + n)) for n in names}
 
     def _guarded(self, name: str, fn):
@@ -301,6 +303,37 @@ class Dobby:
 
         return await self._in_writer(run)
 
+    async def m_summarize(self, params: dict, conn) -> dict:
+        """`pt summarize`: the writer plans and stores; each batch's texts go to the LLM pool."""
+        from ..summarize import eta_line, summarize_changed
+
+        ws, db = _need(params, "workspace", str), _need(params, "db", str, None)
+        paths, budget = _need(params, "paths", list, []), _need(params, "budget_s", (int, float), None)
+        on_pool = _OnPool(self.pools, asyncio.get_running_loop(), _need(params, "model", str, M.DEFAULT_MODEL))
+
+        def step(done: int, total: int, elapsed: float) -> None:
+            conn.progress("summarize", eta_line(done, total, elapsed))
+
+        return await self._in_writer(lambda: summarize_changed(self._writer_pt(ws, db), on_pool, paths, budget,
+                                                               progress=step))
+
+    async def m_embed_nodes(self, params: dict, conn) -> dict:
+        """`pt models embed`: the writer plans and stores; each batch's texts go to the LLM pool."""
+        from ..embed import embed_changed
+
+        ws, db = _need(params, "workspace", str), _need(params, "db", str, None)
+        batch = _need(params, "batch", int, 32)
+        if batch < 1:
+            raise UsageError("param 'batch' must be at least 1")
+        on_pool = _OnPool(self.pools, asyncio.get_running_loop(), _need(params, "model", str, M.DEFAULT_MODEL))
+        done = [0]
+
+        def step(n: int) -> None:
+            done[0] += n
+            conn.progress("embed_nodes", f"pt models embed: {done[0]} nodes")
+
+        return await self._in_writer(lambda: embed_changed(self._writer_pt(ws, db), on_pool, batch, progress=step))
+
     async def m_shutdown(self, params: dict, conn) -> dict:
         timeout = float(_need(params, "graceful_timeout", (int, float), 30))
         if not self.stopping:
@@ -346,6 +379,24 @@ class Dobby:
             R.disconnect()
             _unlink(self.socket_path)
             _event("stopped")
+
+
+class _OnPool:
+    """The summarizer / encoder Dobby's writer hands to summarize_changed / embed_changed: each
+    batch is spread over the LLM pool (Pools.llm_map), called from the writer thread."""
+
+    def __init__(self, pools: Pools, loop: asyncio.AbstractEventLoop, model: str):
+        self.pools, self.loop, self.model_id = pools, loop, model
+
+    def _map(self, method: str, items: list) -> list:
+        return asyncio.run_coroutine_threadsafe(self.pools.llm_map(method, items, model=self.model_id),
+                                                self.loop).result()
+
+    def ask_batch(self, rows: list) -> list:
+        return self._map("ask", rows)
+
+    def encode(self, texts: list) -> list:
+        return self._map("encode", texts)
 
 
 def _ray_parse(ray_info: dict) -> dict:

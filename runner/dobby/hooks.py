@@ -1,4 +1,5 @@
-"""How `pt query`, `pt context`, `pt ingest` and `pt run fix` use a running Dobby.
+"""How `pt query`, `pt context`, `pt ingest`, `pt run fix`, `pt summarize` and `pt models embed` use
+a running Dobby.
 
 Each function returns Dobby's answer, or None when no Dobby answers on the socket (or PT_DOBBY=0,
 or the graph is the in-memory `mem`, which another process cannot share): the command then works
@@ -66,3 +67,20 @@ def fix(ctx, options: dict, yes: bool, llm: Any) -> dict | None:
         options = {**options, "seed": str(seed.resolve())}
     return try_dobby("fix", {**target, "options": options, "yes": yes, "llm": asdict(llm) if llm else None},
                      on_progress=_progress)
+
+
+def summarize(ctx, paths: list, model: str, budget_s: float | None) -> dict | None:
+    """`pt summarize`: Dobby's writer stores, its model workers answer (the report as in-process)."""
+    target = _target(ctx)
+    if target is None:
+        return None
+    return try_dobby("summarize", {**target, "paths": paths, "model": model, "budget_s": budget_s},
+                     on_progress=_progress)
+
+
+def embed(ctx, model: str, batch: int) -> dict | None:
+    """`pt models embed`: Dobby's writer stores, its model workers encode."""
+    target = _target(ctx)
+    if target is None:
+        return None
+    return try_dobby("embed_nodes", {**target, "model": model, "batch": batch}, on_progress=_progress)

@@ -4,7 +4,9 @@
   CPU_WORKER_MB each) light workers (workers.CpuWorker). A request goes to the least busy worker;
   a new one is opened while all are busy and the limit allows. Each actor runs one request at a
   time; Ray queues the rest on it.
-- LLM pool: at most one llama.cpp worker (workers.LlmWorker); requests queue on it.
+- LLM pool: one llama.cpp worker (workers.LlmWorker) for single requests, which queue on it;
+  batches (summaries, node vectors: `llm_map`) are spread over it and one more worker per further
+  live node of the cluster that the memory guard allows.
 - The memory guard refuses to open a worker when free memory (capped by an injectable limit)
   is below its need plus a margin, with the figures in the message.
 
@@ -77,6 +79,7 @@ class Pools:
         self.max_cpu = min(C.MAX_CPU_WORKERS, max_cpu or C.MAX_CPU_WORKERS)
         self.cpu: dict[str, Worker] = {}
         self.llm: Worker | None = None
+        self.llm_more: list[Worker] = []  # batch workers on the cluster's other nodes (llm_map)
         self.llm_waiting = 0
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
@@ -131,13 +134,16 @@ class Pools:
             w = self.cpu.pop(worker_id, None)
             if w is None and self.llm is not None and self.llm.id == worker_id:
                 w, self.llm = self.llm, None
+            if w is None and worker_id in (more := {x.id: x for x in self.llm_more}):
+                w = more[worker_id]
+                self.llm_more.remove(w)
             if w is None:
                 raise KeyError(worker_id)
             self._ray.kill(w.actor)
             return w.describe()
 
     async def close_all(self) -> None:
-        for wid in list(self.cpu) + ([self.llm.id] if self.llm else []):
+        for wid in list(self.cpu) + [w.id for w in self._llms()]:
             try:
                 await self.close(wid)
             except KeyError:
@@ -168,6 +174,8 @@ class Pools:
             self.cpu.pop(w.id, None)
             if self.llm is w:
                 self.llm = None
+            if w in self.llm_more:
+                self.llm_more.remove(w)
             raise WorkerDied(f"{w.kind} worker {w.id} (pid {w.pid}) died running {method}: {_cause(exc)}") from None
         finally:
             w.inflight -= 1
@@ -189,15 +197,52 @@ class Pools:
             self.llm_waiting -= 1
         return await self._run_on(w, method, args)
 
+    async def llm_map(self, method: str, items: list, model: str = M.DEFAULT_MODEL) -> list:
+        """method(chunk) over the LLM workers, results in item order: the items are cut into one
+        contiguous chunk per worker. Workers: the pool's one, plus one per further live node of
+        the cluster the memory guard allows (Ray's SPREAD places them on other nodes)."""
+        self.llm_waiting += 1
+        try:
+            first = await self.open_llm(model) if self.llm is None or self.llm.model != model else self.llm
+            async with self._lock:
+                self.llm_more = [w for w in self.llm_more if w.model == model]
+                nodes = self.llm_limit()
+                while 1 + len(self.llm_more) < min(nodes, len(items)):
+                    try:
+                        self.llm_more.append(await self._open_more(model))
+                    except MemoryRefused:
+                        break
+        finally:
+            self.llm_waiting -= 1
+        workers = [first, *self.llm_more][:max(1, len(items))]
+        size = -(-len(items) // len(workers))
+        parts = await asyncio.gather(*(self._run_on(w, method, (items[i * size:(i + 1) * size],))
+                                       for i, w in enumerate(workers)))
+        return [x for part in parts for x in part]
+
+    async def _open_more(self, model: str) -> Worker:
+        rec = M.get(model)
+        guard(M.needed_bytes(rec.size, LLM_CONTEXT) // 2**20, f"another LLM worker with {model}")
+        actor = self._llm_actor.options(scheduling_strategy="SPREAD").remote(model, rec.path, LLM_CONTEXT)
+        return Worker(f"llm-{next(self._ids)}", "llm", actor, await actor.pid.remote(), model=model)
+
+    def llm_limit(self) -> int:
+        """LLM workers: one per live node of the cluster (the memory guard may allow fewer)."""
+        return max(1, sum(1 for n in self._ray.nodes() if n.get("Alive")))
+
+    def _llms(self) -> list[Worker]:
+        return ([self.llm] if self.llm else []) + self.llm_more
+
     def busy(self) -> int:
-        return sum(w.inflight for w in self.cpu.values()) + (self.llm.inflight if self.llm else 0) + self.llm_waiting
+        return sum(w.inflight for w in [*self.cpu.values(), *self._llms()]) + self.llm_waiting
 
     def describe(self) -> dict:
-        workers = [w.describe() for w in self.cpu.values()] + ([self.llm.describe()] if self.llm else [])
+        workers = [w.describe() for w in [*self.cpu.values(), *self._llms()]]
         return {"workers": workers,
-                "limits": {"cpu_workers": self.cpu_limit(), "llm_workers": 1, "max_workers": self.max_cpu},
+                "limits": {"cpu_workers": self.cpu_limit(), "llm_workers": self.llm_limit(),
+                           "max_workers": self.max_cpu},
                 "queues": {"cpu": sum(w.inflight for w in self.cpu.values()),
-                           "llm": (self.llm.inflight if self.llm else 0) + self.llm_waiting}}
+                           "llm": sum(w.inflight for w in self._llms()) + self.llm_waiting}}
 
 
 def _cause(exc: BaseException) -> str:

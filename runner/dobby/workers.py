@@ -132,7 +132,7 @@ class LlmWorker:
 
         self.name, self.path = name, path
         self._llm = M.load_llama(path, n_ctx=n_ctx)  # the registry's RAM guard runs here too
-        self._encoder = None
+        self._encoder = self._summarizer = None  # loaded on first use, as `pt models embed` / `pt summarize` load them
 
     def pid(self) -> int:
         return os.getpid()
@@ -149,12 +149,25 @@ class LlmWorker:
                 "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout}}
 
     def embed(self, texts: list) -> dict:
+        vecs = self.encode(texts)
+        return {"model": self.name, "dim": self._encoder.dim, "vectors": vecs}
+
+    def encode(self, texts: list) -> list:
+        """Vectors of texts: the encoder `pt models embed` loads, so the same vectors."""
         from ...adapters.embeddings import load_encoder
 
         if self._encoder is None:
             self._encoder = load_encoder(self.name)
-        vecs = self._encoder.encode([str(t) for t in texts])
-        return {"model": self.name, "dim": self._encoder.dim, "vectors": vecs}
+        return self._encoder.encode([str(t) for t in texts])
+
+    def ask(self, rows: list) -> list:
+        """The model's raw answers for `summaries.texts` rows: the Summarizer `pt summarize`
+        loads (its own context size), so the same answers."""
+        from ..summarize import Summarizer
+
+        if self._summarizer is None:
+            self._summarizer = Summarizer.load(self.name)
+        return [self._summarizer.ask(r) for r in rows]
 
     def verify(self, lines: int) -> dict:
         from ...adapters import models as M
