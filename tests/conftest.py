@@ -101,3 +101,20 @@ def cargo_check(ws: Path) -> subprocess.CompletedProcess:
 def assert_compiles(ws: Path) -> None:
     check = cargo_check(ws)
     assert check.returncode == 0, check.stderr
+
+
+@pytest.fixture(scope="session")
+def packaged_registry(tmp_path_factory) -> Path:
+    """One model registry holding the packaged Gemma 3 270M for every test that loads it: assembling
+    the ~250 MB file once per session, not once per test module."""
+    from parseltongue.adapters import models as M
+
+    d = tmp_path_factory.mktemp("registry")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MODEL_REGISTRY", str(d))
+    mp.delenv("PT_MEM_AVAILABLE_MB", raising=False)
+    try:
+        M.ensure(install=False)
+    finally:
+        mp.undo()
+    return d

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 
 import pytest
 
@@ -96,15 +95,12 @@ def test_models_cli_ensure_ls_and_errors(pt, registry, tmp_path):
 # ------------------------------------------------------------------ the packaged model
 
 @pytest.fixture(scope="module")
-def packaged(tmp_path_factory):
-    d = tmp_path_factory.mktemp("registry")
+def packaged(packaged_registry):
     mp = pytest.MonkeyPatch()
-    mp.setenv("MODEL_REGISTRY", str(d))
+    mp.setenv("MODEL_REGISTRY", str(packaged_registry))
     mp.delenv("PT_MEM_AVAILABLE_MB", raising=False)
-    rec = M.ensure(install=False)
-    yield rec
+    yield M.ensure(install=False)
     mp.undo()
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @needs_local

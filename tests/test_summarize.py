@@ -163,13 +163,10 @@ def test_cli_errors_are_one_line(pt, tmp_path, monkeypatch):
 # ------------------------------------------------------------------ the real model
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    d = tmp_path_factory.mktemp("registry")
+def registry(packaged_registry):
     mp = pytest.MonkeyPatch()
-    mp.setenv("MODEL_REGISTRY", str(d))
     mp.delenv("PT_MEM_AVAILABLE_MB", raising=False)
-    M.ensure(install=False)
-    yield d
+    yield packaged_registry
     mp.undo()
 
 
