@@ -346,13 +346,7 @@ def test_cold_ingest_in_parallel_batches_gives_the_same_graph(geo_ws, store, mon
     end: every relation must equal a small ingest's, which resolves in one writing script."""
     import parseltongue.runner.ingest as ingest_mod
 
-    one = open_store("mem")
-    try:
-        ingest(geo_ws, one)
-        want = fact_rows(one)
-        want_hubs = one.run("?[i, d, k, n] := *node_hubs{id: i, dir: d, kind: k, n}").rows
-    finally:
-        one.close()
+    want, want_hubs = cold_graph(geo_ws)
     monkeypatch.setattr(ingest_mod, "RESOLVE_BATCH_FILES", 1)  # 6 files: bulk, 6 batches,
     monkeypatch.setattr(ingest_mod, "DERIVE_WAVE_PER_JOB", 1)  # 3 waves of 2 on 2 threads
     calls = []
@@ -363,7 +357,7 @@ def test_cold_ingest_in_parallel_batches_gives_the_same_graph(geo_ws, store, mon
     got = fact_rows(store)
     for rel in want:
         assert got[rel] == want[rel], rel
-    assert store.run("?[i, d, k, n] := *node_hubs{id: i, dir: d, kind: k, n}").rows == want_hubs
+    assert hub_rows(store) == want_hubs
 
 
 def test_a_fwd_hub_loses_its_mark_when_its_calls_drop(geo_ws, store):
@@ -402,13 +396,7 @@ def test_seed_ingest_of_a_cold_graph_takes_the_seed_crate_and_its_deps_first(geo
     (geo_ws / "extra/src/lib.rs").write_text("pub struct X;\nimpl X {\n    pub fn doubled(&self) -> Self { X }\n}\n")
     main = geo_ws / "app/src/main.rs"
     main.write_text(main.read_text().replace("fn main() {", "fn main() {\n    let _d = Sq::new(1.0).doubled();"))
-    cold = open_store("mem")
-    try:
-        ingest(geo_ws, cold)
-        want = fact_rows(cold)
-        want_hubs = cold.run("?[i, d, k, n] := *node_hubs{id: i, dir: d, kind: k, n}").rows
-    finally:
-        cold.close()
+    want, want_hubs = cold_graph(geo_ws)
     doubled = ("fn:app/src/main.rs::main", "fn:geo/src/shapes/mod.rs::<impl Square>::doubled", "CALLS")
     assert doubled not in {e[:3] for e in want["isg_edges"]}
     r = ingest_mod.ingest_for_seed(geo_ws, store, "app/src/main.rs")
@@ -426,7 +414,7 @@ def test_seed_ingest_of_a_cold_graph_takes_the_seed_crate_and_its_deps_first(geo
     got = fact_rows(store)
     for rel in want:
         assert got[rel] == want[rel], rel
-    assert store.run("?[i, d, k, n] := *node_hubs{id: i, dir: d, kind: k, n}").rows == want_hubs
+    assert hub_rows(store) == want_hubs
 
 
 def test_a_file_added_to_an_ingested_workspace_re_resolves_its_callers(geo_ws, store):
@@ -442,3 +430,16 @@ def test_a_file_added_to_an_ingested_workspace_re_resolves_its_callers(geo_ws, s
     r = ingest(geo_ws, store)
     assert r.files_parsed == 1
     assert doubled not in edges(store)
+
+def hub_rows(store) -> list:
+    return store.run("?[i, d, k, n] := *node_hubs{id: i, dir: d, kind: k, n}").rows
+
+
+def cold_graph(ws: Path) -> tuple[dict, list]:
+    """Every fact relation and the hub table of a one-shot ingest of `ws` into a fresh store."""
+    store = open_store("mem")
+    try:
+        ingest(ws, store)
+        return fact_rows(store), hub_rows(store)
+    finally:
+        store.close()
