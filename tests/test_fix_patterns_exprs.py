@@ -64,14 +64,14 @@ def test_try_or_unwrap(tmp_path):
 
 def test_missing_field(tmp_path):
     """Missing fields land where the struct declares them, in the literal's layout: shorthand for
-    names in scope, `Default::default()` otherwise."""
+    names in scope, the type's plain default otherwise."""
     ws, rep = fix_fixture(tmp_path, "fix_missing_field")
     assert rep["outcome"] == "fixed", rep
     text = (ws / "src/lib.rs").read_text()
     assert "        Reader {\n            pos: 0,\n            name,\n            strict: false,\n            limit,\n        }\n" in text
     assert "    Point { x: 0, y }\n" in text
     assert "    Point3 { x, y, z: 1 }\n" in text
-    assert "    Reader { pos: 0, name: String::new(), strict: true, limit: Default::default() }\n" in text
+    assert "    Reader { pos: 0, name: String::new(), strict: true, limit: None }\n" in text
     assert "        Point3 {\n            x: self.x,\n            y: self.y,\n            z: 0,\n        }\n" in text
     assert_compiles(ws)
 

@@ -1,0 +1,28 @@
+"""End to end for the names, paths, structs and arguments family (E0063, E0061, ...): `pt run fix
+--yes` on a tiny broken crate per pattern - the real flow, PreFlight and apply - then the exact fixed
+text and `cargo check`."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import FIXTURES, assert_compiles, fix_fixture
+
+pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="needs cargo")
+
+
+def test_missing_field_types(tmp_path):
+    """Missing fields of generic literals (`Self {..}`, `Pair::<u8> {..}`) are found; a field is given
+    the one binding of its type (`s: &str` for `&'a str`, `&mut self` for `&'a mut Stack<T>`), and
+    a name only in a comment is no binding: its type's plain default (`false`)."""
+    ws, rep = fix_fixture(tmp_path, "fix_missing_field_types")
+    assert rep["outcome"] == "fixed", rep
+    original = (FIXTURES / "fix_missing_field_types/src/lib.rs").read_text()
+    expected = (original.replace("        Self { a }\n", "        Self { a, b }\n")
+                .replace("    Pair::<u8> { b: 2 }\n", "    Pair::<u8> { a: Default::default(), b: 2 }\n")
+                .replace("    Parser { pos: 0 }\n", "    Parser { src: s, pos: 0, strict: false }\n")
+                .replace("        let g = Guard { n: 0 };\n", "        let g = Guard { v: self, n: 0 };\n"))
+    assert expected != original
+    assert (ws / "src/lib.rs").read_text() == expected
+    assert_compiles(ws)
