@@ -1,0 +1,40 @@
+"""End to end for the types-and-traits family of issue 14's long tail: `pt run fix --yes` on tiny
+broken crates (tests/fixtures/fix_*), the real flow, PreFlight and apply, then the exact fixed text
+and `cargo check`."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import FIXTURES, assert_compiles, fix_fixture
+
+pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="needs cargo")
+
+
+def _fixed(fixture: str, path: str, *pairs: tuple[str, str]) -> str:
+    text = (FIXTURES / fixture / path).read_text()
+    for old, new in pairs:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    return text
+
+
+def test_lost_trait_bounds_go_back_on_the_declarations_spelled_as_the_file_names_them(tmp_path):
+    """Five bounds a crate lost (patterns.trait_bound): rustc spells them `std::fmt::Display`,
+    `, A: std::fmt::Debug` at the end of the where clause and ` + std::marker::Send` after
+    `'static`, and has no suggestion at all for `impl<T> Bag<T>` calling a method of
+    `impl<T: Area>`. Fixed in one round, each where the file's own style puts it."""
+    ws, rep = fix_fixture(tmp_path, "fix_trait_bound")
+    assert rep["outcome"] == "fixed", rep
+    assert (ws / "src/pairs.rs").read_text() == _fixed(
+        "fix_trait_bound", "src/pairs.rs",
+        ("pub fn label<T>(", "pub fn label<T: fmt::Display>("),
+        ("where\n    B: Debug,", "where\n    A: Debug,\n    B: Debug,"),
+        ("F: Fn() -> u32 + Sync + 'static", "F: Fn() -> u32 + Send + Sync + 'static"))
+    assert (ws / "src/bag.rs").read_text() == _fixed(
+        "fix_trait_bound", "src/bag.rs",
+        ("impl<T> Bag<T> {", "impl<T: Area> Bag<T> {"),
+        ("pub fn biggest<T>(", "pub fn biggest<T: Area>("))
+    assert len(rep["rounds"]) == 1
+    assert_compiles(ws)
