@@ -26,3 +26,17 @@ def test_missing_field_types(tmp_path):
     assert expected != original
     assert (ws / "src/lib.rs").read_text() == expected
     assert_compiles(ws)
+
+
+def test_fill_placeholder_unused_bindings(tmp_path):
+    """A dropped argument with no parameter name or typed binding in scope: the closure's or `if
+    let`'s binding nothing uses fills it; a nested fn's parameter is not in scope, so the type's
+    default."""
+    ws, rep = fix_fixture(tmp_path, "fix_fill_unused")
+    assert rep["outcome"] == "fixed", rep
+    original = (FIXTURES / "fix_fill_unused/src/lib.rs").read_text()
+    expected = (original.replace("map(move |x| f.call())", "map(move |x| f.call(x))")
+                .replace("    scale(twice(2))\n", "    scale(twice(2), Default::default())\n")
+                .replace("        return scale(k);\n", "        return scale(k, v);\n"))
+    assert (ws / "src/lib.rs").read_text() == expected
+    assert_compiles(ws)
