@@ -40,3 +40,16 @@ def test_fill_placeholder_unused_bindings(tmp_path):
                 .replace("        return scale(k);\n", "        return scale(k, v);\n"))
     assert (ws / "src/lib.rs").read_text() == expected
     assert_compiles(ws)
+
+
+def test_restore_field(tmp_path):
+    """Fields a literal, a read, an assignment and a pattern use but the struct lacks (E0560, E0609,
+    E0026) are declared again - with the types the uses imply, where the literal's order puts
+    them - and no use is deleted."""
+    ws, rep = fix_fixture(tmp_path, "fix_restore_field")
+    assert rep["outcome"] == "fixed", rep
+    original = (FIXTURES / "fix_restore_field/src/lib.rs").read_text()
+    expected = (original.replace("    pub mother: u32,\n", "    pub mother: u32,\n    pub father: u64,\n")
+                .replace("    pub name: String,\n", "    pub name: String,\n    pub size: usize,\n    pub owner: String,\n"))
+    assert (ws / "src/lib.rs").read_text() == expected
+    assert_compiles(ws)
