@@ -38,3 +38,17 @@ def test_lost_trait_bounds_go_back_on_the_declarations_spelled_as_the_file_names
         ("pub fn biggest<T>(", "pub fn biggest<T: Area>("))
     assert len(rep["rounds"]) == 1
     assert_compiles(ws)
+
+
+def test_moves_out_of_borrows_restore_copy_rather_than_clone_at_each_use(tmp_path):
+    """`Meters` derives Clone but lost Copy: moved out of a borrow (E0507) and out of a slice
+    (E0508) it gets Copy back in its derive list, not a `.clone()` at each use; `Switch` (a unit
+    struct with no derives) consumed through a borrow gets `#[derive(Clone, Copy)]` (add_derive)."""
+    ws, rep = fix_fixture(tmp_path, "fix_moved_copy")
+    assert rep["outcome"] == "fixed", rep
+    assert (ws / "src/lib.rs").read_text() == (FIXTURES / "fix_moved_copy/src/lib.rs").read_text()
+    assert (ws / "src/unit.rs").read_text() == _fixed(
+        "fix_moved_copy", "src/unit.rs",
+        ("#[derive(Debug, Clone, PartialEq)]", "#[derive(Debug, Clone, Copy, PartialEq)]"),
+        ("\npub struct Switch;", "\n#[derive(Clone, Copy)]\npub struct Switch;"))
+    assert_compiles(ws)
