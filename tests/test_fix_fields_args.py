@@ -67,3 +67,17 @@ def test_duplicate_field(tmp_path):
                 .replace("        h: 1,\n        w,\n", "        h: 1,\n"))
     assert (ws / "src/lib.rs").read_text() == expected
     assert_compiles(ws)
+
+
+def test_trait_member(tmp_path):
+    """Impl items their trait lacks (E0407, E0438) are declared in the trait again - signatures
+    without bodies, one edit per trait - rather than renamed or deleted; the calls through the
+    trait (E0599) compile with them."""
+    ws, rep = fix_fixture(tmp_path, "fix_trait_member")
+    assert rep["outcome"] == "fixed", rep
+    original = (FIXTURES / "fix_trait_member/src/lib.rs").read_text()
+    expected = (original.replace("    fn area(&self) -> f64;\n}",
+                                 "    fn area(&self) -> f64;\n    fn side(&self) -> f64;\n    const SIDES: usize;\n}")
+                .replace("pub trait Named {}", "pub trait Named {\n    fn name(&self) -> String;\n}"))
+    assert (ws / "src/lib.rs").read_text() == expected
+    assert_compiles(ws)
