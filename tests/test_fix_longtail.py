@@ -132,7 +132,7 @@ def test_a_dropped_argument(tmp_path):
     original = (FIXTURES / "fix_dropped_argument/src/lib.rs").read_text()
     assert (ws / "src/lib.rs").read_text() == original.replace(
         "pub fn blank(size: usize) -> Grid {\n    Grid::new(size, size)\n",
-        "pub fn blank(size: usize) -> Grid {\n    Grid::new(size, size, Default::default())\n").replace(
+        "pub fn blank(size: usize) -> Grid {\n    Grid::new(size, size, 0)\n").replace(
         "pub fn filled(size: usize, value: u8) -> Grid {\n    Grid::new(size, size)\n",
         "pub fn filled(size: usize, value: u8) -> Grid {\n    Grid::new(size, size, value)\n")
     assert_compiles(ws)
