@@ -81,3 +81,15 @@ def test_trait_member(tmp_path):
                 .replace("pub trait Named {}", "pub trait Named {\n    fn name(&self) -> String;\n}"))
     assert (ws / "src/lib.rs").read_text() == expected
     assert_compiles(ws)
+
+
+def test_unused_import(tmp_path):
+    """Unresolved imports (E0432) of names the file never uses are removed - a group member, a
+    line, an aliased line - and nothing else changes."""
+    ws, rep = fix_fixture(tmp_path, "fix_unused_import")
+    assert rep["outcome"] == "fixed", rep
+    original = (FIXTURES / "fix_unused_import/src/lib.rs").read_text()
+    expected = (original.replace("{HashMap, Nothing}", "{HashMap}").replace("use std::fmt::Missing;\n", "")
+                .replace("use std::io::Absent as Gone;\n", ""))
+    assert (ws / "src/lib.rs").read_text() == expected
+    assert_compiles(ws)
