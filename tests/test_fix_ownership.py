@@ -1,0 +1,37 @@
+"""End to end for issue 14's ownership-and-borrowing family (and what a removed `?` leaves):
+`pt run fix --yes` on tiny broken crates - the real flow, PreFlight and apply - then the exact
+fixed text and `cargo check`."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import FIXTURES, assert_compiles, fix_fixture
+
+pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="needs cargo")
+
+
+def _fixed(fixture: str, *pairs: tuple[str, str]) -> str:
+    text = (FIXTURES / fixture / "src/lib.rs").read_text()
+    for old, new in pairs:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    return text
+
+
+def test_a_removed_question_mark_is_put_back_or_unwrapped(tmp_path):
+    """Arithmetic, a cast and a dereference on an `Option` a removed `?` left: `?` at the binding
+    where the fn returns `Option` (also the right operand of `+`, E0277), `.unwrap()` where it
+    returns something else - every error in one candidate."""
+    ws, rep = fix_fixture(tmp_path, "fix_removed_try")
+    assert rep["outcome"] == "fixed", rep
+    assert (ws / "src/lib.rs").read_text() == _fixed(
+        "fix_removed_try",
+        ("let v = m.get(k).copied();", "let v = m.get(k).copied()?;"),
+        ("Some(x + m.get(b).copied())", "Some(x + m.get(b).copied()?)"),
+        ("let d = s.len().checked_sub(1);", "let d = s.len().checked_sub(1).unwrap();"),
+        ("let hi = xs.iter().max().copied();", "let hi = xs.iter().max().copied().unwrap();"),
+        ("let first = xs.first();", "let first = xs.first()?;"))
+    assert_compiles(ws)
+    assert len(rep["rounds"]) == 1
