@@ -35,3 +35,22 @@ def test_a_removed_question_mark_is_put_back_or_unwrapped(tmp_path):
         ("let first = xs.first();", "let first = xs.first()?;"))
     assert_compiles(ws)
     assert len(rep["rounds"]) == 1
+
+
+def test_moved_values_are_cloned_derived_or_borrowed_by_the_method(tmp_path):
+    """Moves rustc offers no clone for, all five fixed in one candidate: a destructured `*self`
+    and a partial move cloned, a generic `T: Clone` cloned, `Token` (not Clone) derives it into
+    its `#[derive(Debug)]` and is cloned, and `Meter::total` - private, taking `self` per the
+    graph - borrows `&self` instead of consuming the receiver `report` still reads."""
+    ws, rep = fix_fixture(tmp_path, "fix_moved_value")
+    assert rep["outcome"] == "fixed", rep
+    assert (ws / "src/lib.rs").read_text() == _fixed(
+        "fix_moved_value",
+        ("let Opt { name, items } = *self;", "let Opt { name, items } = (*self).clone();"),
+        ("#[derive(Debug)]\npub struct Token", "#[derive(Debug, Clone)]\npub struct Token"),
+        ("let n = o.name;", "let n = o.name.clone();"),
+        ("let q = r.1.clone() / r.0;", "let q = r.1.clone() / r.0.clone();"),
+        ("let kept = t;", "let kept = t.clone();"),
+        ("fn total(self) -> u32", "fn total(&self) -> u32"))
+    assert_compiles(ws)
+    assert [r["champion"]["pattern"] for r in rep["rounds"] if r["champion"]] == ["patterns.moved_value"]
