@@ -54,3 +54,22 @@ def test_moved_values_are_cloned_derived_or_borrowed_by_the_method(tmp_path):
         ("fn total(self) -> u32", "fn total(&self) -> u32"))
     assert_compiles(ws)
     assert [r["champion"]["pattern"] for r in rep["rounds"] if r["champion"]] == ["patterns.moved_value"]
+
+
+def test_a_conflicting_statement_moves_below_the_borrows_last_use(tmp_path):
+    """E0499, E0502 (a trailing comment, a comment line before the use), E0503 and E0505 (a
+    `Mutex` rustc has no clone for): each conflicting line goes below the next statement, the
+    borrow's later use - all four in one candidate."""
+    ws, rep = fix_fixture(tmp_path, "fix_borrow_reorder")
+    assert rep["outcome"] == "fixed", rep
+    assert (ws / "src/lib.rs").read_text() == _fixed(
+        "fix_borrow_reorder",
+        ("    let again = &mut total; // a second handle\n    *seen += 1;\n",
+         "    *seen += 1;\n    let again = &mut total; // a second handle\n"),
+        ("    bump(n); // counts the step\n    // the old value is still wanted here\n    let old = **before;\n",
+         "    // the old value is still wanted here\n    let old = **before;\n    bump(n); // counts the step\n"),
+        ("    let next = level + 1;\n    *guard += 2;\n", "    *guard += 2;\n    let next = level + 1;\n"),
+        ("    let n = keep(m);\n    let k = held.try_lock().map(|g| *g).unwrap_or(0);\n",
+         "    let k = held.try_lock().map(|g| *g).unwrap_or(0);\n    let n = keep(m);\n"))
+    assert_compiles(ws)
+    assert [r["champion"]["pattern"] for r in rep["rounds"] if r["champion"]] == ["patterns.borrow_conflict"]
