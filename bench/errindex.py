@@ -14,8 +14,8 @@ Per case and fixer (in a fresh copy, one fixer after the other; 2 cores):
   naive_suggestions  python3 <corpus>/baselines/naive_fix.py
 scored as
   ok         `cargo check` passes AND every item of the example is still there (the multiset of
-             `fn/struct/enum/union/trait/type/const/static/mod/macro_rules! NAME` and of `impl`
-             headers before is contained in the one after): deleting code is not a fix
+             `fn/struct/enum/union/trait/type/const/static/mod/macro_rules! NAME`, of `impl`
+             headers and of `pub use` re-exports before is contained in the one after): deleting code is not a fix
   compiles   `cargo check` passes
   broken     the fixer changed the file and it does not compile (must be 0 for pt)
 
@@ -24,7 +24,9 @@ Usage:
   .venv/bin/python bench/errindex.py --codes 'E03(8|9)' --only pt
   .venv/bin/python bench/errindex.py --reuse cargo_fix,naive_suggestions   # re-run pt only
   .venv/bin/python bench/errindex.py --list                  # the cases, nothing run
-Writes <out>/<fixer>.json per fixer and <out>/REPORT.md (per-code table).
+  .venv/bin/python bench/errindex.py --rescore               # re-judge the last run's workspaces
+Writes <out>/<fixer>.json per fixer, <out>/REPORT.md (per-code table) and keeps each fixed
+workspace in <out>/work/<fixer>/<case>.
 """
 from __future__ import annotations
 
@@ -48,9 +50,10 @@ PAGES = Path(os.environ.get(
     "PT_ERROR_INDEX",
     Path.home() / ".rustup/toolchains/stable-x86_64-unknown-linux-gnu/share/doc/rust/html/error_codes"))
 DEFAULT_OUT = Path("/tmp/pt-bench/errindex")
-WORK = Path(os.environ.get("PT_ERRINDEX_WORK", "/tmp/pt-errindex-work"))
+CACHE = Path(os.environ.get("PT_ERRINDEX_CACHE", "/tmp/pt-errindex-cases"))  # prechecked examples
 BLOCK = re.compile(r'<code class="language-rust([^"]*)">(.*?)</code>', re.S)
 ITEM = re.compile(r"\b(fn|struct|enum|union|trait|type|const|static|mod|macro_rules!)\s+([A-Za-z_]\w*)")
+REEXPORT = re.compile(r"\bpub(?:\([^)]*\))?\s+use\s+[^;]*;")  # a re-export is API; a plain `use` may go
 IMPL = re.compile(r"^\s*(?:unsafe\s+)?impl\b[^{;]*", re.M)
 
 
@@ -84,9 +87,9 @@ def write_crate(d: Path, name: str, text: str, edition: str) -> None:
     (d / "src" / "main.rs").write_text(text if text.endswith("\n") else text + "\n")
 
 
-def check(d: Path) -> tuple[int, set[str]]:
-    p = subprocess.run(["cargo", "check", "--offline", "--message-format=json", "-q"], cwd=d,
-                       capture_output=True, text=True, timeout=300)
+def check(d: Path, target: str = "target") -> tuple[int, set[str]]:
+    p = subprocess.run(["cargo", "check", "--offline", "--message-format=json", "-q", "--target-dir",
+                        target], cwd=d, capture_output=True, text=True, timeout=300)
     codes = set()
     for line in p.stdout.splitlines():
         if line.startswith("{"):
@@ -100,12 +103,13 @@ def check(d: Path) -> tuple[int, set[str]]:
 
 def items(text: str) -> Counter:
     return Counter([f"{k} {n}" for k, n in ITEM.findall(text)] +
-                   ["impl " + " ".join(h.split()) for h in IMPL.findall(text)])
+                   ["impl " + " ".join(h.split()) for h in IMPL.findall(text)] +
+                   [" ".join(u.split()) for u in REEXPORT.findall(text)])
 
 
 def cases(codes_re: str | None, all_examples: bool, limit: int) -> list[dict]:
-    """Every usable example, prechecked (cached in WORK/cases.json: the precheck is a cargo check)."""
-    cache = WORK / "cases.json"
+    """Every usable example, prechecked (cached in CACHE/cases.json: the precheck is a cargo check)."""
+    cache = CACHE / "cases.json"
     known = {c["id"]: c for c in json.loads(cache.read_text())} if cache.exists() else {}
     out = []
     for page in sorted(PAGES.glob("E[0-9][0-9][0-9][0-9].html")):
@@ -116,7 +120,7 @@ def cases(codes_re: str | None, all_examples: bool, limit: int) -> list[dict]:
             cid = f"{code}_{i}"
             c = known.get(cid)
             if c is None or c["text"] != text:
-                d = WORK / "pre" / cid
+                d = CACHE / "pre" / cid
                 write_crate(d, cid.lower(), text, edition)
                 rc, got = check(d)
                 c = {"id": cid, "code": want, "page": code, "edition": edition, "text": text,
@@ -126,8 +130,10 @@ def cases(codes_re: str | None, all_examples: bool, limit: int) -> list[dict]:
                 out.append(c)
                 if not all_examples:
                     break
-    WORK.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(sorted(known.values(), key=lambda c: c["id"]), indent=0))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}")  # several runs at once: whole file or none
+    tmp.write_text(json.dumps(sorted(known.values(), key=lambda c: c["id"]), indent=0))
+    tmp.replace(cache)
     return out[:limit] if limit else out
 
 
@@ -140,21 +146,27 @@ def fixer_cmd(name: str, corpus: Path, timeout: int) -> list[str]:
                                   str(corpus / "baselines" / "naive_fix.py")]}[name]
 
 
-def run_case(name: str, c: dict, corpus: Path, timeout: int) -> dict:
-    d = WORK / name / c["id"]
+def run_case(d: Path, name: str, c: dict, corpus: Path, timeout: int) -> dict:
     write_crate(d, c["id"].lower(), c["text"], c["edition"])
     t0 = time.monotonic()
     p = subprocess.run(fixer_cmd(name, corpus, timeout), cwd=d, env=fixer_env(), capture_output=True,
                        text=True)
-    secs = time.monotonic() - t0
+    run = {"id": c["id"], "code": c["code"], "rc": p.returncode, "secs": round(time.monotonic() - t0, 2),
+           "tail": (p.stdout + p.stderr)[-400:] if p.returncode else ""}
+    return run | score(d, c)
+
+
+def score(d: Path, c: dict) -> dict:
+    """Judge the fixed workspace `d` of case `c` (also re-judges an earlier run: --rescore)."""
     after = (d / "src" / "main.rs").read_text(errors="replace")
-    rc, left = check(d)
+    # A target dir of its own, made afresh: `cargo fix` builds with lints capped, and a later check
+    # in its target dir replays that build as fresh (a deny-by-default lint error scored as fixed).
+    shutil.rmtree(d / "target-score", ignore_errors=True)
+    rc, left = check(d, "target-score")
     changed = after != (c["text"] if c["text"].endswith("\n") else c["text"] + "\n")
     keeps = not (items(c["text"]) - items(after))
-    return {"id": c["id"], "code": c["code"], "rc": p.returncode, "secs": round(secs, 2),
-            "compiles": rc == 0, "keeps_items": keeps, "ok": rc == 0 and keeps, "changed": changed,
-            "broken": changed and rc != 0, "errors_left": sorted(left),
-            "tail": (p.stdout + p.stderr)[-400:] if p.returncode else ""}
+    return {"compiles": rc == 0, "keeps_items": keeps, "ok": rc == 0 and keeps, "changed": changed,
+            "broken": changed and rc != 0, "errors_left": sorted(left)}
 
 
 def report(runs: dict[str, list[dict]], cs: list[dict], ran: list[str]) -> str:
@@ -196,6 +208,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="for baselines/naive_fix.py")
     ap.add_argument("--list", action="store_true", help="print the cases and stop")
+    ap.add_argument("--rescore", action="store_true",
+                    help="judge the workspaces the last run of each --only fixer left, run nothing")
     args = ap.parse_args()
     if not PAGES.is_dir():
         print(f"errindex: no error-index pages at {PAGES} (set PT_ERROR_INDEX)", file=sys.stderr)
@@ -218,9 +232,16 @@ def main() -> int:
         if name not in FIXERS:
             print(f"errindex: unknown fixer {name!r} (one of {', '.join(FIXERS)})", file=sys.stderr)
             return 2
-        rs = []
+        rs, last = [], {}
+        if args.rescore:
+            f = args.out / f"{name}.json"
+            last = {r["id"]: r for r in json.loads(f.read_text())} if f.exists() else {}
         for i, c in enumerate(cs, 1):
-            r = run_case(name, c, args.corpus, args.timeout)
+            d = args.out / "work" / name / c["id"]  # per --out: runs side by side never share one
+            if args.rescore and c["id"] in last and d.is_dir():
+                r = last[c["id"]] | score(d, c)
+            else:
+                r = run_case(d, name, c, args.corpus, args.timeout)
             rs.append(r)
             log(f"{name} {i}/{len(cs)} {c['id']}: {'ok' if r['ok'] else 'compiles' if r['compiles'] else 'no'}"
                 f"{' BROKEN' if r['broken'] else ''} ({r['secs']} s)")
