@@ -66,3 +66,18 @@ def test_a_type_changed_at_a_declaration_is_changed_back_there_not_cast_at_each_
         ("fn blank(n: u32)", "fn blank(n: usize)"),
         ("let mut sum: u32 = 0;", "let mut sum: u64 = 0;"))
     assert_compiles(ws)
+
+
+def test_trait_methods_take_the_trait_parameter_lists(tmp_path):
+    """Four methods with another parameter count than the trait (E0050, rustc has no suggestion):
+    the missing parameters appended after the impl's own (`_x` where the body does not use x),
+    the extra one dropped where the trait has fewer (patterns.trait_params)."""
+    ws, rep = fix_fixture(tmp_path, "fix_trait_params")
+    assert rep["outcome"] == "fixed", rep
+    assert (ws / "src/lib.rs").read_text() == _fixed(
+        "fix_trait_params", "src/lib.rs",
+        ("fn area(&self) -> f64 {", "fn area(&self, _scale: f64) -> f64 {"),
+        ("fn name(&self, _upper: bool) -> String {", "fn name(&self) -> String {"),
+        ("fn grow(&mut self, by: u32) {", "fn grow(&mut self, by: u32, _times: u32) {"),
+        ("fn make() -> Self {", "fn make(_w: u32) -> Self {"))
+    assert_compiles(ws)
