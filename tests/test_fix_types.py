@@ -81,3 +81,15 @@ def test_trait_methods_take_the_trait_parameter_lists(tmp_path):
         ("fn grow(&mut self, by: u32) {", "fn grow(&mut self, by: u32, _times: u32) {"),
         ("fn make() -> Self {", "fn make(_w: u32) -> Self {"))
     assert_compiles(ws)
+
+
+def test_copy_leaves_the_derive_of_a_type_whose_field_is_not_copy(tmp_path):
+    """E0204 on two derives (patterns.copy_field): `Copy` leaves `Tag`'s list, `Cursor`'s
+    `#[derive(Copy)]` line goes; the items stay."""
+    ws, rep = fix_fixture(tmp_path, "fix_copy_field")
+    assert rep["outcome"] == "fixed", rep
+    assert (ws / "src/lib.rs").read_text() == _fixed(
+        "fix_copy_field", "src/lib.rs",
+        ("#[derive(Debug, Clone, Copy, PartialEq)]", "#[derive(Debug, Clone, PartialEq)]"),
+        ("#[derive(Copy)]\n", ""))
+    assert_compiles(ws)
