@@ -45,12 +45,13 @@ def test_fill_placeholder_unused_bindings(tmp_path):
 def test_restore_field(tmp_path):
     """Fields a literal, a read, an assignment and a pattern use but the struct lacks (E0560, E0609,
     E0026) are declared again - with the types the uses imply, where the literal's order puts
-    them - and no use is deleted."""
+    them - and no use is deleted; a struct gone whole (E0422) is declared from its literal."""
     ws, rep = fix_fixture(tmp_path, "fix_restore_field")
     assert rep["outcome"] == "fixed", rep
     original = (FIXTURES / "fix_restore_field/src/lib.rs").read_text()
     expected = (original.replace("    pub mother: u32,\n", "    pub mother: u32,\n    pub father: u64,\n")
-                .replace("    pub name: String,\n", "    pub name: String,\n    pub size: usize,\n    pub owner: String,\n"))
+                .replace("    pub name: String,\n", "    pub name: String,\n    pub size: usize,\n    pub owner: String,\n")
+                .replace("pub fn corner(", "struct Corner {\n    w: u16,\n    h: u16,\n    label: &'static str,\n}\n\npub fn corner("))
     assert (ws / "src/lib.rs").read_text() == expected
     assert_compiles(ws)
 
@@ -74,13 +75,14 @@ def test_duplicate_field(tmp_path):
 def test_trait_member(tmp_path):
     """Impl items their trait lacks (E0407, E0438) are declared in the trait again - signatures
     without bodies, one edit per trait - rather than renamed or deleted; the calls through the
-    trait (E0599) compile with them."""
+    trait (E0599) compile with them; a trait gone whole (E0405) is declared from its impl."""
     ws, rep = fix_fixture(tmp_path, "fix_trait_member")
     assert rep["outcome"] == "fixed", rep
     original = (FIXTURES / "fix_trait_member/src/lib.rs").read_text()
     expected = (original.replace("    fn area(&self) -> f64;\n}",
                                  "    fn area(&self) -> f64;\n    fn side(&self) -> f64;\n    const SIDES: usize;\n}")
-                .replace("pub trait Named {}", "pub trait Named {\n    fn name(&self) -> String;\n}"))
+                .replace("pub trait Named {}", "pub trait Named {\n    fn name(&self) -> String;\n}")
+                .replace("impl Measure for", "trait Measure {\n    type Unit;\n    fn size(&self) -> f64;\n}\n\nimpl Measure for"))
     assert (ws / "src/lib.rs").read_text() == expected
     assert_compiles(ws)
 
@@ -93,5 +95,18 @@ def test_unused_import(tmp_path):
     original = (FIXTURES / "fix_unused_import/src/lib.rs").read_text()
     expected = (original.replace("{HashMap, Nothing}", "{HashMap}").replace("use std::fmt::Missing;\n", "")
                 .replace("use std::io::Absent as Gone;\n", ""))
+    assert (ws / "src/lib.rs").read_text() == expected
+    assert_compiles(ws)
+
+
+def test_pattern_field(tmp_path):
+    """Struct patterns missing fields (E0027) get them where the struct declares them: bound by name
+    when the code after the pattern reads the name (rustc's E0425 goes too), else `name: _`."""
+    ws, rep = fix_fixture(tmp_path, "fix_pattern_field")
+    assert rep["outcome"] == "fixed", rep
+    original = (FIXTURES / "fix_pattern_field/src/lib.rs").read_text()
+    expected = (original.replace("let P { x, z } = p;", "let P { x, y, z } = p;")
+                .replace("P { x } => *x,", "P { x, y: _, z: _ } => *x,")
+                .replace("            x: _,\n            z,\n", "            x: _,\n            y,\n            z,\n"))
     assert (ws / "src/lib.rs").read_text() == expected
     assert_compiles(ws)
