@@ -93,3 +93,17 @@ def test_copy_leaves_the_derive_of_a_type_whose_field_is_not_copy(tmp_path):
         ("#[derive(Debug, Clone, Copy, PartialEq)]", "#[derive(Debug, Clone, PartialEq)]"),
         ("#[derive(Copy)]\n", ""))
     assert_compiles(ws)
+
+
+def test_an_unconstrained_impl_parameter_moves_onto_the_methods_that_use_it(tmp_path):
+    """E0207 on two inherent impls (patterns.unconstrained_param): `T: FromStr` moves from
+    `impl<T: FromStr> Config` onto `get`, the one method naming it; `const N` of `Grid`, named by
+    no method, just goes. Every method stays."""
+    ws, rep = fix_fixture(tmp_path, "fix_unconstrained")
+    assert rep["outcome"] == "fixed", rep
+    assert (ws / "src/lib.rs").read_text() == _fixed(
+        "fix_unconstrained", "src/lib.rs",
+        ("impl<T: FromStr> Config {", "impl Config {"),
+        ("pub fn get(&self", "pub fn get<T: FromStr>(&self"),
+        ("impl<const N: usize> Grid {", "impl Grid {"))
+    assert_compiles(ws)
