@@ -23,7 +23,8 @@ def _fixed(fixture: str, *pairs: tuple[str, str]) -> str:
 def test_a_removed_question_mark_is_put_back_or_unwrapped(tmp_path):
     """Arithmetic, a cast and a dereference on an `Option` a removed `?` left: `?` at the binding
     where the fn returns `Option` (also the right operand of `+`, E0277), `.unwrap()` where it
-    returns something else - every error in one candidate."""
+    returns something else; a local whose fields are read (E0609, twice) once where it is bound -
+    every error in one candidate."""
     ws, rep = fix_fixture(tmp_path, "fix_removed_try")
     assert rep["outcome"] == "fixed", rep
     assert (ws / "src/lib.rs").read_text() == _fixed(
@@ -32,7 +33,8 @@ def test_a_removed_question_mark_is_put_back_or_unwrapped(tmp_path):
         ("Some(x + m.get(b).copied())", "Some(x + m.get(b).copied()?)"),
         ("let d = s.len().checked_sub(1);", "let d = s.len().checked_sub(1).unwrap();"),
         ("let hi = xs.iter().max().copied();", "let hi = xs.iter().max().copied().unwrap();"),
-        ("let first = xs.first();", "let first = xs.first()?;"))
+        ("let first = xs.first();", "let first = xs.first()?;"),
+        (".max_by_key(|s| s.hi);", ".max_by_key(|s| s.hi)?;"))
     assert_compiles(ws)
     assert len(rep["rounds"]) == 1
 
