@@ -75,3 +75,18 @@ def test_a_conflicting_statement_moves_below_the_borrows_last_use(tmp_path):
          "    let k = held.try_lock().map(|g| *g).unwrap_or(0);\n    let n = keep(m);\n"))
     assert_compiles(ws)
     assert [r["champion"]["pattern"] for r in rep["rounds"] if r["champion"]] == ["patterns.borrow_conflict"]
+
+
+def test_a_binding_that_dies_in_its_block_moves_out_of_it(tmp_path):
+    """E0597 twice: a `String` bound in a bare block and one in a block expression, each borrowed
+    by a value that outlives the block - each `let` moves before the statement opening its block."""
+    ws, rep = fix_fixture(tmp_path, "fix_hoist_binding")
+    assert rep["outcome"] == "fixed", rep
+    assert (ws / "src/lib.rs").read_text() == _fixed(
+        "fix_hoist_binding",
+        ("    {\n        let label = format!(\"[{}]\", name);\n",
+         "    let label = format!(\"[{}]\", name);\n    {\n"),
+        ("    let best = {\n        let fallback = String::from(\"none\"); // used when x is short\n",
+         "    let fallback = String::from(\"none\"); // used when x is short\n    let best = {\n"))
+    assert_compiles(ws)
+    assert [r["champion"]["pattern"] for r in rep["rounds"] if r["champion"]] == ["patterns.hoist_binding"]
