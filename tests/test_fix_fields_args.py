@@ -31,13 +31,14 @@ def test_missing_field_types(tmp_path):
 def test_fill_placeholder_unused_bindings(tmp_path):
     """A dropped argument with no parameter name or typed binding in scope: the closure's or `if
     let`'s binding nothing uses fills it; a nested fn's parameter is not in scope, so the type's
-    default."""
+    default; a generic position (`get_mut(/* index */)`) is `0`."""
     ws, rep = fix_fixture(tmp_path, "fix_fill_unused")
     assert rep["outcome"] == "fixed", rep
     original = (FIXTURES / "fix_fill_unused/src/lib.rs").read_text()
     expected = (original.replace("map(move |x| f.call())", "map(move |x| f.call(x))")
                 .replace("    scale(twice(2))\n", "    scale(twice(2), 0)\n")
-                .replace("        return scale(k);\n", "        return scale(k, v);\n"))
+                .replace("        return scale(k);\n", "        return scale(k, v);\n")
+                .replace("    v.get_mut()\n", "    v.get_mut(0)\n"))
     assert (ws / "src/lib.rs").read_text() == expected
     assert_compiles(ws)
 
