@@ -111,3 +111,15 @@ def test_pattern_field(tmp_path):
                 .replace("            x: _,\n            z,\n", "            x: _,\n            y,\n            z,\n"))
     assert (ws / "src/lib.rs").read_text() == expected
     assert_compiles(ws)
+
+
+def test_static_pattern(tmp_path):
+    """A match arm naming a static (E0530) compares with it in a guard, with a binding the fn does
+    not use; an existing guard is kept."""
+    ws, rep = fix_fixture(tmp_path, "fix_static_pattern")
+    assert rep["outcome"] == "fixed", rep
+    original = (FIXTURES / "fix_static_pattern/src/lib.rs").read_text()
+    expected = (original.replace('        LIMIT => "limit",', '        v if v == LIMIT => "limit",')
+                .replace("        LIMIT if strict => true,", "        value if value == LIMIT && strict => true,"))
+    assert (ws / "src/lib.rs").read_text() == expected
+    assert_compiles(ws)
