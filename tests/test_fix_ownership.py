@@ -90,3 +90,12 @@ def test_a_binding_that_dies_in_its_block_moves_out_of_it(tmp_path):
          "    let fallback = String::from(\"none\"); // used when x is short\n    let best = {\n"))
     assert_compiles(ws)
     assert [r["champion"]["pattern"] for r in rep["rounds"] if r["champion"]] == ["patterns.hoist_binding"]
+
+
+def test_a_closure_parameter_loses_the_annotation_that_kept_it_in_the_closure(tmp_path):
+    """E0521: `|w: &str|` pushes `w` into a Vec declared outside - without the annotation the
+    parameter's type (and lifetime) comes from the call."""
+    ws, rep = fix_fixture(tmp_path, "fix_closure_param_type")
+    assert rep["outcome"] == "fixed", rep
+    assert (ws / "src/lib.rs").read_text() == _fixed("fix_closure_param_type", ("|w: &str|", "|w|"))
+    assert_compiles(ws)
