@@ -56,16 +56,17 @@ def test_moves_out_of_borrows_restore_copy_rather_than_clone_at_each_use(tmp_pat
 
 
 def test_a_type_changed_at_a_declaration_is_changed_back_there_not_cast_at_each_use(tmp_path):
-    """A `const`, a parameter and a `let` that lost their types (patterns.decl_type): rustc offers
-    `.try_into().unwrap()` / `.into()` at each use (and nothing at a struct field's init); the fix
-    changes the three declarations and nothing else."""
+    """A `const`, a parameter, a `let` and a struct field that lost their types (patterns.decl_type):
+    rustc offers `.try_into().unwrap()` / `.into()` at each use (and nothing at a struct field's
+    init); the fix changes the four declarations and nothing else."""
     ws, rep = fix_fixture(tmp_path, "fix_decl_type")
     assert rep["outcome"] == "fixed", rep
     assert (ws / "src/lib.rs").read_text() == _fixed(
         "fix_decl_type", "src/lib.rs",
         ("const WINDOW: u32 = 4;", "const WINDOW: usize = 4;"),
         ("fn blank(n: u32)", "fn blank(n: usize)"),
-        ("let mut sum: u32 = 0;", "let mut sum: u64 = 0;"))
+        ("let mut sum: u32 = 0;", "let mut sum: u64 = 0;"),
+        ("    seen: u32,", "    seen: usize,"))
     assert_compiles(ws)
 
 
