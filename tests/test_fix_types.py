@@ -109,3 +109,13 @@ def test_an_unconstrained_impl_parameter_moves_onto_the_methods_that_use_it(tmp_
         ("pub fn get(&self", "pub fn get<T: FromStr>(&self"),
         ("impl<const N: usize> Grid {", "impl Grid {"))
     assert_compiles(ws)
+
+
+def test_an_ambiguous_into_names_the_one_impl_of_the_workspace(tmp_path):
+    """E0283 on `m.into() + 10` (patterns.impl_annotation): rustc's `<Meters as Into<T>>::into(m)`
+    has a placeholder; the one impl rustc notes here, `impl Into<u64> for Meters`, fills it."""
+    ws, rep = fix_fixture(tmp_path, "fix_impl_annotation")
+    assert rep["outcome"] == "fixed", rep
+    assert (ws / "src/lib.rs").read_text() == _fixed(
+        "fix_impl_annotation", "src/lib.rs", ("    m.into() + 10", "    <Meters as Into<u64>>::into(m) + 10"))
+    assert_compiles(ws)
