@@ -756,7 +756,11 @@ class _Connection:
             "initializationOptions": self.config,
             "capabilities": {
                 "window": {"workDoneProgress": True},
-                "workspace": {"configuration": True, "workspaceFolders": True},
+                # Offered so that RA leaves file watching to us (with `files.watcher: client`)
+                # instead of falling back to its own: pt tells a session of changes itself
+                # (RaSession.reload), at a known moment, not whenever inotify delivers.
+                "workspace": {"configuration": True, "workspaceFolders": True,
+                              "didChangeWatchedFiles": {"dynamicRegistration": True}},
                 "textDocument": {
                     "synchronization": {"didSave": False, "dynamicRegistration": False},
                     "hover": {"contentFormat": ["markdown", "plaintext"]},
@@ -949,6 +953,11 @@ class RaSession:
         conn = self._conn
         return conn.proc.pid if conn and conn.proc else None
 
+    @property
+    def usable(self) -> bool:
+        """False once the session gave up (died twice, failed to start, shut down)."""
+        return self._dead is None
+
     def status(self) -> dict[str, Any] | None:
         """Last ``experimental/serverStatus`` (health, quiescent, message)."""
         return self._conn.status if self._conn else None
@@ -1139,6 +1148,33 @@ class RaSession:
                 if d.get("source") not in (None, "rust-analyzer")
             ]
         return native + flycheck
+
+    def reload(self, rel_paths: Iterable[str]) -> None:
+        """Tell the analyzer the disk text of these files as it is now. pt's sessions have no
+        file watcher (``ra_config``), so a session that outlives one command (Dobby's warm one)
+        learns of edits this way: ``didOpen`` sets the text before any later request is
+        answered, ``didClose`` then leaves the file to the disk, which holds the same text.
+        A new file is picked up the same way; a deleted one is not (start a new session)."""
+        with self._lock:
+            if self._overlay_active:
+                raise RaError("reload inside an overlay")
+            self.start()
+            paths = [self._abs(p) for p in rel_paths]
+            if paths:
+                self._run(self._with_restart(lambda: self._areload(paths)), self.request_timeout + self.ready_timeout + 30)
+
+    async def _areload(self, paths: list[Path]) -> None:
+        conn = self._conn
+        assert conn is not None
+        for path in paths:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue  # unreadable: RA cannot have it either
+            uri = path.as_uri()
+            conn.notify("textDocument/didOpen", {
+                "textDocument": {"uri": uri, "languageId": "rust", "version": next(self._versions), "text": text}})
+            conn.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
 
     # -- overlays ---------------------------------------------------------
 
