@@ -1323,6 +1323,26 @@ class Overlay:
         return {p: [d for d in ds if d.severity == 1] for p, ds in self.diagnostics(timeout).items()}
 
 
+# Lends a running session over a root (ready within the timeout), which the borrower does not
+# shut down; None: it has none, start one (Dobby's warm workers are such a source).
+SessionSource = Callable[[Path, float], "RaSession | None"]
+
+
+@contextlib.contextmanager
+def session_over(root: Path | str, ready_timeout: float, request_timeout: float = 10.0,
+                 source: SessionSource | None = None) -> Iterator[RaSession]:
+    """A running session over `root`: `source`'s (left running), else a new one, shut down on exit."""
+    lent = source(Path(root), ready_timeout) if source else None
+    if lent is not None:
+        yield lent
+        return
+    session = open_session(root, request_timeout=request_timeout, ready_timeout=ready_timeout)
+    try:
+        yield session
+    finally:
+        session.shutdown()
+
+
 def open_session(
     workspace: Path | str,
     *,
@@ -1344,5 +1364,5 @@ __all__ = [
     "Pos", "Range", "Location", "DocSymbol", "Hover", "MacroExpansion", "Diagnostic",
     "LineIndex", "byte_to_position", "position_to_byte", "parse_hover_markdown",
     "find_rust_analyzer", "probe_rust_analyzer", "ra_config", "describe",
-    "sysroot_has_rust_src", "default_cache_dir", "open_session",
+    "sysroot_has_rust_src", "default_cache_dir", "open_session", "session_over", "SessionSource",
 ]

@@ -98,6 +98,9 @@ class Pt:
         self.registry = P.Registry(workspace)
         self._relations: set[str] | None = None
         self.missing = ""  # why this is an empty stand-in for a graph that does not exist yet
+        # Lends PreFlight's ra stage a running rust-analyzer (adapters.rust_analyzer.SessionSource):
+        # Dobby sets its warm worker's; None starts a session per check.
+        self.ra_source = None
 
     @classmethod
     def open(cls, workspace: str | os.PathLike | None = None, db: str | None = None,

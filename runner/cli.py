@@ -161,10 +161,15 @@ def ingest_cmd(c: Ctx, paths: tuple, no_cargo: bool, jobs: int | None, with_hydr
     from .dobby.ingest_ray import cluster
     from .ingest import IngestReport, ingest
 
+    from .hydrate import HydrateReport
+
     rels = c.paths(paths)
-    remote = None if ray_address or with_hydrate else hooks.ingest(c, rels, no_cargo, jobs)
-    if remote is not None:  # a running Dobby did it (its writer, its warm graph)
-        report, hydrated = IngestReport(**remote), None
+    remote = None if ray_address else hooks.ingest(c, rels, no_cargo, jobs, with_hydrate)
+    if remote is not None:  # a running Dobby did it (its writer, its warm graph and rust-analyzer)
+        hydrated = HydrateReport.from_dict(remote.pop("hydrate")) if with_hydrate else None
+        report = IngestReport(**remote)
+        if hydrated:
+            _hydrate_notes(hydrated)
     else:
         with c.open() as pt, cluster(ray_address) as parse_map:
             report = ingest(pt.workspace, pt.store, paths=rels or None, use_cargo=not no_cargo,
@@ -189,11 +194,15 @@ def _hydrate(pt: Pt, paths: list[str], budget_s: float | None, as_json: bool):
     report = hydrate(pt.workspace, pt.store, paths=paths or None,
                      budget_s=DEFAULT_BUDGET_S if budget_s is None else budget_s,
                      progress=sys.stderr.isatty() and not as_json)
+    _hydrate_notes(report)
+    return report
+
+
+def _hydrate_notes(report) -> None:
     for rel, why in report.files_skipped:
         echo_err(f"pt: hydrate skipped {rel}: {why}")
     if report.warning:
         echo_err(f"pt: warning: {report.warning}")
-    return report
 
 
 @cli.command("hydrate")
@@ -205,9 +214,17 @@ def _hydrate(pt: Pt, paths: list[str], budget_s: float | None, as_json: bool):
 def hydrate_cmd(c: Ctx, paths: tuple, budget_s: float | None, as_json: bool) -> None:
     """Add rust-analyzer facts (signatures, resolved calls, diagnostics, macro items) to the files
     changed since they were last hydrated (or just those among PATHS)."""
+    from .dobby import hooks
+    from .hydrate import HydrateReport
+
     rels = c.paths(paths)
-    with c.open() as pt:
-        report = _hydrate(pt, rels, budget_s, as_json)
+    remote = hooks.hydrate(c, rels, budget_s)  # a running Dobby: its writer, its warm rust-analyzer
+    if remote is not None:
+        report = HydrateReport.from_dict(remote)
+        _hydrate_notes(report)
+    else:
+        with c.open() as pt:
+            report = _hydrate(pt, rels, budget_s, as_json)
     if as_json:
         emit(report.as_dict(), True)
     else:

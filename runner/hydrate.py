@@ -67,6 +67,11 @@ class HydrateReport:
         doc["agreement_shares"] = self.shares()
         return doc
 
+    @classmethod
+    def from_dict(cls, doc: dict) -> "HydrateReport":
+        """The report as_dict gave (a running Dobby sends it)."""
+        return cls(**{k: v for k, v in doc.items() if k != "agreement_shares"})
+
     def summary(self) -> str:
         """One line for people (`pt hydrate`, `pt ingest --hydrate`)."""
         if not self.files_pending:
@@ -324,9 +329,17 @@ def _expansion_items(text: str) -> list[dict]:
 
 # ------------------------------------------------------------------ the flow
 
-def _start_session(ws: Path, deadline: float, report: HydrateReport) -> ra.RaSession | None:
+def _start_session(ws: Path, deadline: float, report: HydrateReport,
+                   source: ra.SessionSource | None = None) -> tuple[ra.RaSession | None, bool]:
+    """(a running session, whether this run owns it and stops it), or (None, False) with the
+    report's warning set. `source` lends one (Dobby's warm worker); without it, or when it has
+    none to lend, a new one starts."""
+    timeout = max(1.0, min(READY_TIMEOUT_S, deadline - time.monotonic()))
     try:
-        session = ra.open_session(ws, ready_timeout=max(1.0, min(READY_TIMEOUT_S, deadline - time.monotonic())))
+        session = source(ws, timeout) if source else None
+        own = session is None
+        if own:
+            session = ra.open_session(ws, ready_timeout=timeout)
     except ra.RaError as exc:
         if isinstance(exc, ra.RaTimeout) and time.monotonic() >= deadline:
             # Not ready within a budget shorter than its start-up: the analyzer is fine, the budget is not.
@@ -334,9 +347,9 @@ def _start_session(ws: Path, deadline: float, report: HydrateReport) -> ra.RaSes
             return None
         report.ra_available = False
         report.warning = f"{str(exc).splitlines()[0]}; the graph keeps its heuristic facts"
-        return None
+        return None, False
     report.rust_analyzer = f"{session.binary.path} ({session.binary.version})"
-    return session
+    return session, own
 
 
 def _run_chunk(h: _Hydrator, chunk: list[dict], offset: int, total: int, step, on_file) -> tuple[list[_FileRows], int | None]:
@@ -367,10 +380,12 @@ def _run_chunk(h: _Hydrator, chunk: list[dict], offset: int, total: int, step, o
 def hydrate(workspace: str | os.PathLike, store: Store, *, paths: list[str] | None = None,
             budget_s: float | None = DEFAULT_BUDGET_S, force: bool = False, progress: bool = False,
             session: ra.RaSession | None = None, on_file: Callable[[str, int, int], None] | None = None,
-            batch_files: int = WRITE_BATCH_FILES) -> HydrateReport:
+            batch_files: int = WRITE_BATCH_FILES, ra_source: ra.SessionSource | None = None) -> HydrateReport:
     """Add rust-analyzer facts to the files changed since they were last hydrated (all, or those
     among `paths`). `session`: an already started session to use (tests, benchmarks); it is not
-    shut down here. `on_file(path, done, total)` is called after each file's requests."""
+    shut down here. `ra_source(root, ready_timeout)`: lends a running session when one is
+    needed (Dobby's warm rust-analyzer; also not shut down here), or None to start one.
+    `on_file(path, done, total)` is called after each file's requests."""
     t0 = time.monotonic()
     deadline = t0 + budget_s if budget_s and budget_s > 0 else float("inf")
     ws = Path(workspace).resolve()
@@ -386,10 +401,10 @@ def hydrate(workspace: str | os.PathLike, store: Store, *, paths: list[str] | No
         report.elapsed_s = time.monotonic() - t0
         return report
 
-    own = session is None
+    own = False
     t = time.monotonic()
-    if own:
-        session = _start_session(ws, deadline, report)
+    if session is None:
+        session, own = _start_session(ws, deadline, report, ra_source)
         if session is None:
             report.files_deferred = [p["file_path"] for p in pending]
             report.elapsed_s = time.monotonic() - t0

@@ -177,24 +177,18 @@ class _Runner:
         t0 = time.perf_counter()
         timeout = float(self.policy["timeout_ra_s"])
         self.to_baseline()  # RA reads every file it is not given from the mirror's disk
-        try:
-            session = ra.open_session(self.mirror.root, request_timeout=timeout, ready_timeout=timeout)
+        try:  # a warm session when the graph's owner lends one (Dobby), else a new one for this run
+            with ra.session_over(self.mirror.root, timeout, timeout, self.pt.ra_source) as session:
+                with session.overlay(texts) as ov:
+                    cand_diags = ov.diagnostics(timeout)
+                bases = {f.path: f.base.decode("utf-8") for f in self.cand.files if f.path in texts and f.base is not None}
+                base_diags = {}
+                if bases:
+                    with session.overlay(bases) as ov:
+                        base_diags = ov.diagnostics(timeout)
         except ra.RaError as exc:
             self.warnings.append(f"stage ra skipped: {exc}")
             return None
-        try:
-            with session.overlay(texts) as ov:
-                cand_diags = ov.diagnostics(timeout)
-            bases = {f.path: f.base.decode("utf-8") for f in self.cand.files if f.path in texts and f.base is not None}
-            base_diags = {}
-            if bases:
-                with session.overlay(bases) as ov:
-                    base_diags = ov.diagnostics(timeout)
-        except ra.RaError as exc:
-            self.warnings.append(f"stage ra skipped: {exc}")
-            return None
-        finally:
-            session.shutdown()
         elapsed = time.perf_counter() - t0
 
         def rows(diags: dict, source: dict, mapped: bool) -> list:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 MAX_CPU_WORKERS = 5  # the design's cap on light CPU workers
 CPU_WORKER_MB = 300  # what one CPU worker may take: a Ray worker (~100 MB) + an open graph + a query
+RA_SESSION_MB = 600  # what a warm rust-analyzer may add (450-550 MB RSS measured on 1.4M lines)
 
 
 def home() -> Path:

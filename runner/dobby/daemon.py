@@ -6,8 +6,8 @@ Methods (params are one JSON object; errors are JSON-RPC errors with the codes b
   ping, get_status, ensure_model {name}, open_worker {kind: cpu|llm, model},
   close_worker {id}, completion {prompt, system, max_tokens, model}, embed {texts, model},
   run_task {agent: A1|A2|A3, payload}, verify_default {name, lines},
-  query / context / ingest / fix / summarize / embed_nodes (what `pt query`, `pt context`,
-  `pt ingest`, `pt run fix`, `pt summarize`, `pt models embed` send),
+  query / context / ingest / hydrate / fix / summarize / embed_nodes (what `pt query`, `pt context`,
+  `pt ingest`, `pt hydrate`, `pt run fix`, `pt summarize`, `pt models embed` send),
   shutdown {graceful_timeout}.
 Reads run on CPU workers; anything that writes the graph (ingest, fix, a writing program) runs
 on Dobby's single writer thread. Logs are JSON lines on stderr.
@@ -36,6 +36,7 @@ from ..errors import GateFailed, PtError, UsageError
 from . import server as rpc
 from .client import answers
 from .pools import MemoryRefused, PoolLimit, Pools, WorkerDied, free_mb
+from .ra_remote import WarmSource
 from .workers import NeedsWriter
 
 log = logging.getLogger("parseltongue.dobby")
@@ -49,6 +50,7 @@ WORKER_DIED = -32030
 UNAVAILABLE = -32040  # Ray, llama.cpp or a model is missing
 SHUTTING_DOWN = -32050
 INTERNAL = -32603
+READY_TIMEOUT_S = 120.0  # a rust-analyzer started ahead of need (open_worker with a workspace)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -123,6 +125,7 @@ class Dobby:
         self.inflight = 0
         self.ray: dict = {}
         self.pools: Pools | None = None
+        self.ra_source: WarmSource | None = None  # lends the hydrate flow and PreFlight a warm rust-analyzer
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dobby-writer")  # Cozo's one writer
         self.writer_queue = 0
         self._writer_pts: dict[tuple[str, str], Any] = {}
@@ -132,8 +135,8 @@ class Dobby:
 
     def methods(self) -> dict:
         names = ("ping", "get_status", "ensure_model", "open_worker", "close_worker", "completion", "embed",
-                 "run_task", "verify_default", "query", "context", "ingest", "fix", "summarize", "embed_nodes",
-                 "shutdown")
+                 "run_task", "verify_default", "query", "context", "ingest", "hydrate", "fix", "summarize",
+                 "embed_nodes", "shutdown")
         return {n: self._guarded(n, getattr(self, "m_" + n)) for n in names}
 
     def _guarded(self, name: str, fn):
@@ -173,7 +176,9 @@ class Dobby:
         target = db or default_db(ws)
         key = (str(ws), target)
         if key not in self._writer_pts:
-            self._writer_pts[key] = Pt.open(ws, target, init=True)
+            pt = Pt.open(ws, target, init=True)
+            pt.ra_source = self.ra_source  # PreFlight's ra stage: the warm rust-analyzer worker's session
+            self._writer_pts[key] = pt
         return self._writer_pts[key]
 
     # ------------------------------------------------------------ methods
@@ -202,7 +207,17 @@ class Dobby:
     async def m_open_worker(self, params: dict, conn) -> dict:
         kind = _need(params, "kind", str)
         if kind == "cpu":
-            return (await self.pools.open_cpu()).describe()
+            ra, workspace = _need(params, "ra", bool, False), _need(params, "workspace", str, None)
+            if workspace and not ra:
+                raise UsageError("param 'workspace' goes with ra: true (the workspace to start rust-analyzer for)")
+            w = await self.pools.open_cpu(ra=ra)
+            if workspace:  # started now, so the first hydrate or PreFlight pays no start-up
+                root = Path(workspace).resolve()
+                if not root.is_dir():
+                    raise UsageError(f"workspace {workspace} is not a directory")
+                conn.progress("open_worker", f"starting rust-analyzer for {root}")
+                await self.pools.ra_begin(w, str(root), READY_TIMEOUT_S)
+            return w.describe()
         if kind == "llm":
             return (await self.pools.open_llm(_need(params, "model", str, M.DEFAULT_MODEL))).describe()
         raise UsageError(f"kind must be 'cpu' or 'llm', not {kind!r}")
@@ -275,15 +290,42 @@ class Dobby:
                 last[0] = now
                 conn.progress("ingest", label, done, total)
 
+        then_hydrate = _need(params, "hydrate", bool, False)
+
         def run() -> dict:
             from ..ingest import ingest
 
             pt = self._writer_pt(ws, db)
             rep = ingest(pt.workspace, pt.store, paths=paths or None, use_cargo=use_cargo, jobs=jobs,
                          progress=step, **_ray_parse(self.ray))
-            return rep.as_dict()
+            if not then_hydrate:
+                return rep.as_dict()
+            return {**rep.as_dict(), "hydrate": self._hydrate(pt, paths, None, conn)}
 
         return await self._in_writer(run)
+
+    async def m_hydrate(self, params: dict, conn) -> dict:
+        """`pt hydrate`: the writer writes, the rust-analyzer worker's warm session answers."""
+        ws, db = _need(params, "workspace", str), _need(params, "db", str, None)
+        paths = _need(params, "paths", list, None)
+        budget = _need(params, "budget_s", (int, float), None)
+        return await self._in_writer(lambda: self._hydrate(self._writer_pt(ws, db), paths, budget, conn))
+
+    def _hydrate(self, pt, paths: list | None, budget_s: float | None, conn) -> dict:
+        from ..hydrate import DEFAULT_BUDGET_S, hydrate
+
+        last = [0.0]
+
+        def on_file(path: str, done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] > 0.5 or done == total:
+                last[0] = now
+                conn.progress("hydrate", "pt hydrate:", done, total)
+
+        rep = hydrate(pt.workspace, pt.store, paths=paths or None,
+                      budget_s=DEFAULT_BUDGET_S if budget_s is None else budget_s, on_file=on_file,
+                      ra_source=self.ra_source)
+        return rep.as_dict()
 
     async def m_fix(self, params: dict, conn) -> dict:
         ws, db = _need(params, "workspace", str), _need(params, "db", str, None)
@@ -361,6 +403,7 @@ class Dobby:
         self.ray = await loop.run_in_executor(None, R.connect, self.ray_address)
         self.ray["cpus"] = R.cluster_cpus()
         self.pools = Pools(self.max_workers)
+        self.ra_source = WarmSource(self.pools, loop)
         try:
             await self.pools.open_cpu()  # one warm worker from the start
         except (MemoryRefused, PoolLimit) as exc:

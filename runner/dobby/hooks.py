@@ -1,5 +1,5 @@
-"""How `pt query`, `pt context`, `pt ingest`, `pt run fix`, `pt summarize` and `pt models embed` use
-a running Dobby.
+"""How `pt query`, `pt context`, `pt ingest`, `pt hydrate`, `pt run fix`, `pt summarize` and
+`pt models embed` use a running Dobby.
 
 Each function returns Dobby's answer, or None when no Dobby answers on the socket (or PT_DOBBY=0,
 or the graph is the in-memory `mem`, which another process cannot share): the command then works
@@ -47,12 +47,21 @@ def context(ctx, seeds: list, budget: int, query_text: str) -> dict | None:
     return try_dobby("context", {**target, "seeds": seeds, "budget": budget, "query": query_text})
 
 
-def ingest(ctx, paths: list, no_cargo: bool, jobs: int | None) -> dict | None:
+def ingest(ctx, paths: list, no_cargo: bool, jobs: int | None, hydrate: bool = False) -> dict | None:
+    """`hydrate`: then hydrate as `pt hydrate` (the result's "hydrate" holds its report)."""
     target = _target(ctx)
     if target is None:
         return None
-    return try_dobby("ingest", {**target, "paths": paths or None, "no_cargo": no_cargo, "jobs": jobs},
-                     on_progress=_progress)
+    return try_dobby("ingest", {**target, "paths": paths or None, "no_cargo": no_cargo, "jobs": jobs,
+                                "hydrate": hydrate}, on_progress=_progress)
+
+
+def hydrate(ctx, paths: list, budget_s: float | None) -> dict | None:
+    """`pt hydrate`: Dobby's writer writes, its rust-analyzer worker's warm session answers."""
+    target = _target(ctx)
+    if target is None:
+        return None
+    return try_dobby("hydrate", {**target, "paths": paths or None, "budget_s": budget_s}, on_progress=_progress)
 
 
 def fix(ctx, options: dict, yes: bool, llm: Any) -> dict | None:

@@ -62,13 +62,19 @@ class Worker:
     actor: Any
     pid: int
     model: str | None = None
+    node: str = ""  # the Ray node it runs on
+    ra: bool = False  # keeps warm rust-analyzer sessions
+    ra_sessions: dict = field(default_factory=dict)  # root -> what its session last reported
     inflight: int = 0
     served: int = 0
     opened_at: float = field(default_factory=time.time)
 
     def describe(self) -> dict:
-        return {"id": self.id, "kind": self.kind, "pid": self.pid, "model": self.model, "inflight": self.inflight,
-                "served": self.served, "up_s": round(time.time() - self.opened_at, 1)}
+        doc = {"id": self.id, "kind": self.kind, "pid": self.pid, "node": self.node, "model": self.model,
+               "inflight": self.inflight, "served": self.served, "up_s": round(time.time() - self.opened_at, 1)}
+        if self.kind == "cpu":
+            doc.update(ra=self.ra, ra_sessions=list(self.ra_sessions.values()))
+        return doc
 
 
 class Pools:
@@ -97,20 +103,44 @@ class Pools:
 
     # ------------------------------------------------------------ open / close
 
-    async def open_cpu(self) -> Worker:
+    async def open_cpu(self, ra: bool = False) -> Worker:
         async with self._lock:
-            return await self._open_cpu()
+            return await self._open_cpu(ra)
 
-    async def _open_cpu(self) -> Worker:
-        guard(C.CPU_WORKER_MB, "a CPU worker")  # memory first: its refusal names the figures
+    async def _open_cpu(self, ra: bool = False) -> Worker:
+        what = "a CPU worker with rust-analyzer" if ra else "a CPU worker"
+        guard(C.CPU_WORKER_MB + (C.RA_SESSION_MB if ra else 0), what)  # memory first: its refusal names the figures
         limit = self.cpu_limit()
         if len(self.cpu) >= limit:
             raise PoolLimit(f"the CPU pool is full ({len(self.cpu)} of {limit} workers: min({self.max_cpu} allowed, "
                             f"the cluster's CPUs, {free_mb()} MB free / {C.CPU_WORKER_MB} MB a worker))")
-        actor = self._cpu_actor.remote()
-        w = Worker(f"cpu-{next(self._ids)}", "cpu", actor, await actor.pid.remote())
+        actor = self._cpu_actor.remote(ra)
+        w = Worker(f"cpu-{next(self._ids)}", "cpu", actor, await actor.pid.remote(), node=await actor.node.remote(),
+                   ra=ra)
         self.cpu[w.id] = w
         return w
+
+    async def ra_worker(self, root: str) -> Worker | None:
+        """A worker with warm rust-analyzer sessions, the one holding `root`'s if any; one is
+        opened if none is (None when the limits or the memory guard do not allow it: the
+        caller then starts its own session, as without Dobby)."""
+        async with self._lock:
+            held = [w for w in self.cpu.values() if w.ra]
+            for w in held:
+                if root in w.ra_sessions:
+                    return w
+            if held:
+                return held[0]
+            try:
+                return await self._open_cpu(ra=True)
+            except (PoolLimit, MemoryRefused):
+                return None
+
+    async def ra_begin(self, w: Worker, root: str, ready_timeout: float) -> dict:
+        """`root`'s warm session on worker w, ready and told of the edits on disk."""
+        info = await self._run_on(w, "ra_begin", (root, ready_timeout))
+        w.ra_sessions[root] = info
+        return info
 
     async def open_llm(self, name: str = M.DEFAULT_MODEL) -> Worker:
         async with self._lock:
@@ -126,7 +156,7 @@ class Pools:
                 pid = await actor.pid.remote()
             except self._ray.exceptions.RayActorError as exc:
                 raise M.ModelUnavailable(f"the LLM worker could not load {name}: {_cause(exc)}") from None
-            self.llm = Worker(f"llm-{next(self._ids)}", "llm", actor, pid, model=name)
+            self.llm = Worker(f"llm-{next(self._ids)}", "llm", actor, pid, model=name, node=await actor.node.remote())
             return self.llm
 
     async def close(self, worker_id: str) -> dict:
@@ -139,6 +169,11 @@ class Pools:
                 self.llm_more.remove(w)
             if w is None:
                 raise KeyError(worker_id)
+            if w.ra:  # its analyzers stop with a shutdown request, not orphaned by a kill
+                try:
+                    await asyncio.wait_for(w.actor.close_ra.remote(), 30)
+                except Exception:  # noqa: BLE001 - dead or stuck: the kill below still ends it
+                    pass
             self._ray.kill(w.actor)
             return w.describe()
 
@@ -179,6 +214,10 @@ class Pools:
             raise WorkerDied(f"{w.kind} worker {w.id} (pid {w.pid}) died running {method}: {_cause(exc)}") from None
         finally:
             w.inflight -= 1
+
+    async def call_on(self, w: Worker, method: str, *args: Any) -> Any:
+        """One call on this worker (not retried elsewhere: the caller needs this one's state)."""
+        return await self._run_on(w, method, args)
 
     async def cpu_call(self, method: str, *args: Any) -> Any:
         """Run a CPU worker's method; a worker that dies mid-call is replaced and the call retried once."""
@@ -224,7 +263,8 @@ class Pools:
         rec = M.get(model)
         guard(M.needed_bytes(rec.size, LLM_CONTEXT) // 2**20, f"another LLM worker with {model}")
         actor = self._llm_actor.options(scheduling_strategy="SPREAD").remote(model, rec.path, LLM_CONTEXT)
-        return Worker(f"llm-{next(self._ids)}", "llm", actor, await actor.pid.remote(), model=model)
+        return Worker(f"llm-{next(self._ids)}", "llm", actor, await actor.pid.remote(), model=model,
+                      node=await actor.node.remote())
 
     def llm_limit(self) -> int:
         """LLM workers: one per live node of the cluster (the memory guard may allow fewer)."""

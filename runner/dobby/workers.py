@@ -30,14 +30,70 @@ def _db_target(workspace: Path, db: str | None) -> str:
     return db or default_db(workspace)
 
 
-class CpuWorker:
-    """A light worker: read-only graphs, warm across requests."""
+RA_METHODS = ("document_symbols", "hover", "definition", "expand_macro", "diagnostics")  # what hydrate asks
+MAX_RA_ROOTS = 4  # warm sessions one worker keeps (a workspace and its PreFlight mirror are two)
 
-    def __init__(self) -> None:
-        self._open: dict[tuple[str, str], Any] = {}
 
+class _Actor:
     def pid(self) -> int:
         return os.getpid()
+
+    def node(self) -> str:
+        """The Ray node this worker runs on."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+
+class CpuWorker(_Actor):
+    """A light worker: read-only graphs, warm across requests; opened with `ra`, also warm
+    rust-analyzer sessions (adapters/ra_warm.py), one per root asked about, for the hydrate flow
+    and PreFlight's ra stage that Dobby's writer runs."""
+
+    def __init__(self, ra: bool = False) -> None:
+        self._open: dict[tuple[str, str], Any] = {}
+        self.ra = ra
+        self._ra: dict[str, Any] = {}  # root -> WarmRa, least recently used first
+
+    # -- a warm rust-analyzer
+
+    def ra_begin(self, root: str, ready_timeout: float) -> dict:
+        """The root's session, started or told of the edits on disk since its last use."""
+        from ...adapters.ra_warm import WarmRa
+
+        if not self.ra:
+            raise UsageError("this worker keeps no rust-analyzer (open_worker with ra: true)")
+        warm = self._ra.pop(root, None) or WarmRa(root)
+        self._ra[root] = warm  # now the most recently used
+        while len(self._ra) > MAX_RA_ROOTS:
+            self._ra.pop(next(iter(self._ra))).close()
+        warm.fresh(ready_timeout)
+        return warm.describe()
+
+    def _session(self, root: str):
+        from ...adapters import rust_analyzer as ra
+
+        warm = self._ra.get(root)
+        if warm is None or warm.session is None:
+            raise ra.RaUnavailable(f"no rust-analyzer session over {root} in this worker")
+        return warm.session
+
+    def ra_call(self, root: str, method: str, args: tuple) -> Any:
+        if method not in RA_METHODS:
+            raise UsageError(f"not a rust-analyzer request pt makes: {method!r}")
+        return getattr(self._session(root), method)(*args)
+
+    def ra_overlay(self, root: str, texts: dict, timeout: float) -> dict:
+        """RA-native diagnostics of these texts laid over the disk (nothing written)."""
+        with self._session(root).overlay(texts) as ov:
+            return ov.diagnostics(timeout)
+
+    def ra_status(self) -> dict:
+        return {root: w.describe() for root, w in self._ra.items()}
+
+    def close_ra(self) -> None:
+        while self._ra:
+            self._ra.popitem()[1].close()
 
     def _pt(self, workspace: str, db: str | None):
         from ..api import Pt
@@ -124,7 +180,7 @@ class CpuWorker:
         return {"success": run.success, "errors": errors}
 
 
-class LlmWorker:
+class LlmWorker(_Actor):
     """One llama.cpp model of the registry, loaded when the worker opens (adapters/models.py)."""
 
     def __init__(self, name: str, path: str, n_ctx: int) -> None:
@@ -133,9 +189,6 @@ class LlmWorker:
         self.name, self.path = name, path
         self._llm = M.load_llama(path, n_ctx=n_ctx)  # the registry's RAM guard runs here too
         self._encoder = self._summarizer = None  # loaded on first use, as `pt models embed` / `pt summarize` load them
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def completion(self, prompt: str, max_tokens: int, stop: list) -> dict:
         """A plain continuation (the packaged Gemma 3 270M is a base model), greedy from a
