@@ -67,6 +67,15 @@ class HydrateReport:
         doc["agreement_shares"] = self.shares()
         return doc
 
+    def add(self, part: "HydrateReport") -> None:
+        """Fold in what a chunk's requests counted elsewhere (collect_chunk in a Dobby worker)."""
+        for name in ("symbols", "symbols_matched", "signatures", "calls_asked", "calls_answered",
+                     "macro_expansions", "macro_items", "diagnostics", "request_errors"):
+            setattr(self, name, getattr(self, name) + getattr(part, name))
+        self.files_skipped += part.files_skipped
+        self.ra_available = self.ra_available and part.ra_available
+        self.warning = part.warning or self.warning
+
     @classmethod
     def from_dict(cls, doc: dict) -> "HydrateReport":
         """The report as_dict gave (a running Dobby sends it)."""
@@ -377,6 +386,16 @@ def _run_chunk(h: _Hydrator, chunk: list[dict], offset: int, total: int, step, o
     return batch, None
 
 
+def collect_chunk(pt: Pt, session: ra.RaSession, chunk: list[dict], budget_s: float) -> tuple[list, int | None, HydrateReport]:
+    """The requests for one write batch where the session lives (a Dobby worker with a warm
+    rust-analyzer runs this next to it: one call per batch, not one per request). Returns the
+    completed files' rows, the index it stopped at (budget, analyzer gone) or None, and the counts."""
+    part = HydrateReport()
+    h = _Hydrator(pt, session, part, time.monotonic() + budget_s)
+    batch, stopped_at = _run_chunk(h, chunk, 0, len(chunk), lambda n: None, None)
+    return batch, stopped_at, part
+
+
 def hydrate(workspace: str | os.PathLike, store: Store, *, paths: list[str] | None = None,
             budget_s: float | None = DEFAULT_BUDGET_S, force: bool = False, progress: bool = False,
             session: ra.RaSession | None = None, on_file: Callable[[str, int, int], None] | None = None,
@@ -415,12 +434,22 @@ def hydrate(workspace: str | os.PathLike, store: Store, *, paths: list[str] | No
     restarts_before = session.restarts
 
     h = _Hydrator(pt, session, report, deadline)
+    # A lent session that runs a batch's requests where it lives (runner/dobby/ra_remote.py)
+    remote = getattr(session, "collect_chunk", None)
     step, close = progress_counter(progress, len(pending), "pt hydrate:")
     try:
         for i in range(0, len(pending), batch_files):
             chunk = pending[i:i + batch_files]
             t = time.monotonic()
-            batch, stopped_at = _run_chunk(h, chunk, i, len(pending), step, on_file)
+            if remote is None:
+                batch, stopped_at = _run_chunk(h, chunk, i, len(pending), step, on_file)
+            else:
+                batch, stopped_at, part = remote(store.path, chunk, max(0.0, deadline - time.monotonic()))
+                report.add(part)
+                for k, p in enumerate(chunk[:len(chunk) if stopped_at is None else stopped_at]):
+                    step(1)
+                    if on_file:
+                        on_file(p["file_path"], i + k + 1, len(pending))
             timings["requests_s"] += time.monotonic() - t
             t = time.monotonic()
             h.write(batch)  # the completed files, even when the run stops here

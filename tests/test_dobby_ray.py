@@ -48,6 +48,20 @@ def ray_processes() -> list[tuple[int, str]]:
     return out
 
 
+def rust_analyzers() -> list[tuple[int, str]]:
+    """rust-analyzer processes in this PID namespace."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                exe = os.readlink(d / "exe")
+            except OSError:
+                continue
+            if "rust-analyzer" in exe or "RustAnalyzer" in exe:
+                out.append((int(d.name), exe))
+    return out
+
+
 def run_pt(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     r = subprocess.run([PT, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
     if check:
@@ -259,6 +273,96 @@ def test_pt_run_fix_and_ingest_through_dobby(dobby, shapes):
     assert any(r["name"] == "dobby_probe" for r in found["rows"])
 
 
+def hydrated_facts(db: Path) -> dict:
+    """What hydrating writes: nodes' RA signatures and confidence (hydrated or not), every edge
+    with its provenance, RA's diagnostics."""
+    from parseltongue.adapters.store import open_store
+
+    scripts = {"nodes": "?[id, ra, conf, hydrated] := *isg_nodes{id, ra_signature: ra, confidence: conf, "
+                        "ra_hydrated_ts: ts}, hydrated = ts > 0",
+               "edges": "?[s, d, k, w, p, e] := *isg_edges{src_id: s, dst_id: d, kind: k, weight: w, provenance: p, "
+                        "evidence: e}",
+               "diagnostics": "?[id, f, c, m, n] := *diagnostics{id, file_path: f, code: c, message: m, node_id: n, "
+                              "source: 'ra'}"}
+    store = open_store(db)
+    try:
+        return {name: sorted(map(repr, store.run(q).rows)) for name, q in scripts.items()}
+    finally:
+        store.close()
+
+
+def ra_sessions(dobby) -> dict:
+    return {s["root"]: s for w in dobby.call("get_status")["workers"] for s in w.get("ra_sessions", [])}
+
+
+def test_a_warm_rust_analyzer_serves_hydrate_and_preflight(dobby, tmp_path):
+    """A CPU worker opened with `ra` keeps rust-analyzer running for the workspace (and for
+    PreFlight's mirror); `pt ingest --hydrate`, `pt hydrate` and `pt run fix` (stage ra on)
+    through Dobby use it, start no other, see edits on disk, and give what they give without Dobby."""
+    ws = tmp_path / "shapes"
+    shutil.copytree(REPO / "examples" / "shapes", ws)
+    dbs = {k: str(tmp_path / f"{k}.db") for k in ("warm", "cold")}
+    warm_env, cold_env = dobby.env, {**dobby.env, "PT_DOBBY": "0"}
+    w = dobby.call("open_worker", {"kind": "cpu", "ra": True, "workspace": str(ws)})
+    [session] = w["ra_sessions"]
+    assert w["ra"] is True and session["root"] == str(ws.resolve()) and session["starts"] == 1
+    assert session["pid"] in [pid for pid, _ in rust_analyzers()]
+
+    def both(*args: str) -> tuple[dict, dict]:
+        warm = json.loads(run_pt("-C", str(ws), "--db", dbs["warm"], *args, "--json", env=warm_env).stdout)
+        cold = json.loads(run_pt("-C", str(ws), "--db", dbs["cold"], *args, "--json", env=cold_env).stdout)
+        return warm, cold
+
+    def same_report(warm: dict, cold: dict) -> None:
+        drop = ("elapsed_s", "timings", "rust_analyzer")
+        assert {k: v for k, v in warm.items() if k not in drop} == {k: v for k, v in cold.items() if k not in drop}
+
+    warm, cold = both("ingest", "--hydrate")
+    assert warm["hydrate"]["files_hydrated"] == cold["hydrate"]["files_hydrated"] == 3
+    assert warm["hydrate"]["signatures"] > 0
+    same_report(warm["hydrate"], cold["hydrate"])
+    assert hydrated_facts(Path(dbs["warm"])) == hydrated_facts(Path(dbs["cold"]))
+
+    # An edit on disk: the warm session is told of it, and no other analyzer starts
+    lib = ws / "src" / "geometry.rs"
+    lib.write_text(lib.read_text() + "\npub fn warm_probe(n: u32) -> u32 {\n    n + 1\n}\n")
+    warm, cold = both("ingest", "--hydrate")
+    assert warm["hydrate"]["files_hydrated"] == 1
+    same_report(warm["hydrate"], cold["hydrate"])
+    facts = hydrated_facts(Path(dbs["warm"]))
+    assert any("warm_probe" in n and "pub fn warm_probe(n: u32) -> u32" in n for n in facts["nodes"])
+    assert facts == hydrated_facts(Path(dbs["cold"]))
+    warm, cold = both("hydrate", "--budget-s", "0")  # nothing changed since: nothing to do, either way
+    assert warm["files_pending"] == cold["files_pending"] == 0
+    after = ra_sessions(dobby)[str(ws.resolve())]
+    assert (after["pid"], after["starts"]) == (session["pid"], 1) and after["reloaded"] >= 1
+
+    # PreFlight's ra stage (off by default) through Dobby: the mirror's warm session, kept
+    for db in dbs.values():
+        run_pt("-C", str(ws), "--db", db, "query", "preflight.set_policy", "-p", "key=stage_ra", "-p", "value=true",
+               env=cold_env)
+    for attempt in range(2):
+        warm, cold = both("run", "fix", "--seed", "src/report.rs", "--dry-run")
+        assert warm["outcome"] == cold["outcome"] == "would-fix" and warm["diff"] == cold["diff"]
+        assert not [x for x in warm["warnings"] if "stage ra" in x], warm["warnings"]
+        mirrors = {root: s for root, s in ra_sessions(dobby).items() if root != str(ws.resolve())}
+        [(root, mirror)] = mirrors.items()
+        if attempt == 0:
+            first = mirror
+        assert (mirror["pid"], mirror["starts"]) == (first["pid"], 1)
+    from parseltongue.adapters.store import open_store
+
+    stage_rows = {}
+    for k, db in dbs.items():  # stage ra's verdicts, stored by each PreFlight
+        store = open_store(db)
+        try:
+            stage_rows[k] = sorted(map(repr, store.run("?[c, p, e] := *preflight_results{candidate_id: c, stage: 'ra', "
+                                                       "passed: p, new_errors: e}, not starts_with(c, 'baseline')").rows))
+        finally:
+            store.close()
+    assert stage_rows["warm"] and stage_rows["warm"] == stage_rows["cold"]
+
+
 def test_embed_and_completion_with_the_local_model(dobby):
     try:
         import llama_cpp  # noqa: F401
@@ -415,6 +519,7 @@ def test_shutdown_drains_running_requests_and_leaves_no_ray_process(dobby, shape
     while ray_processes() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert ray_processes() == []
+    assert rust_analyzers() == []  # the warm sessions stopped with their worker
     assert not os.path.exists(dobby.sock)
 
 

@@ -92,6 +92,10 @@ class Pools:
         # num_cpus=0: a worker holds no CPU reservation, so Ray tasks (ingest batches) still run;
         # Dobby itself bounds the count.
         self._cpu_actor = ray.remote(num_cpus=0, max_restarts=0)(CpuWorker)
+        # CPU workers open graphs and workspaces by path: on Dobby's own node, even on a cluster
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self._here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
         self._llm_actor = ray.remote(num_cpus=0, max_restarts=0)(LlmWorker)
 
     # ------------------------------------------------------------ limits
@@ -114,7 +118,7 @@ class Pools:
         if len(self.cpu) >= limit:
             raise PoolLimit(f"the CPU pool is full ({len(self.cpu)} of {limit} workers: min({self.max_cpu} allowed, "
                             f"the cluster's CPUs, {free_mb()} MB free / {C.CPU_WORKER_MB} MB a worker))")
-        actor = self._cpu_actor.remote(ra)
+        actor = self._cpu_actor.options(scheduling_strategy=self._here).remote(ra)
         w = Worker(f"cpu-{next(self._ids)}", "cpu", actor, await actor.pid.remote(), node=await actor.node.remote(),
                    ra=ra)
         self.cpu[w.id] = w

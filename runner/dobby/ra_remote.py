@@ -4,8 +4,8 @@ writer thread runs (adapters.rust_analyzer.SessionSource).
     source = WarmSource(pools, loop)
     hydrate(ws, store, ra_source=source)       # pt.ra_source = source, for PreFlight
 
-The session lives in a CPU worker opened with `ra` (runner/dobby/workers.py); each request is
-one call on that worker. A worker that dies is an analyzer gone for good (RaUnavailable): the
+The session lives in a CPU worker opened with `ra` (runner/dobby/workers.py); the requests of
+one hydrate write batch, or one PreFlight overlay, are one call on that worker. A worker that dies is an analyzer gone for good (RaUnavailable): the
 flows then keep their heuristic facts or skip the stage, as they do without Dobby.
 """
 from __future__ import annotations
@@ -46,7 +46,8 @@ class WarmSource:
 
 
 class RemoteSession:
-    """What hydrate and PreFlight ask of a RaSession, answered by the worker's session."""
+    """What hydrate and PreFlight ask of a RaSession, answered next to the worker's session: a
+    hydrate write batch's requests in one call (collect_chunk), a PreFlight overlay in one call."""
 
     def __init__(self, source: WarmSource, worker: Worker, root: str, info: dict):
         self._source, self._worker, self.root = source, worker, root
@@ -62,20 +63,9 @@ class RemoteSession:
         """Crash restarts of the worker's session so far (hydrate reports the ones during its run)."""
         return self._call("ra_status").get(self.root, {}).get("restarts", self._restarts)
 
-    def document_symbols(self, rel_path: str) -> list:
-        return self._call("ra_call", self.root, "document_symbols", (rel_path,))
-
-    def hover(self, rel_path: str, line: int, col: int) -> str | None:
-        return self._call("ra_call", self.root, "hover", (rel_path, line, col))
-
-    def definition(self, rel_path: str, line: int, col: int) -> list:
-        return self._call("ra_call", self.root, "definition", (rel_path, line, col))
-
-    def expand_macro(self, rel_path: str, line: int, col: int):
-        return self._call("ra_call", self.root, "expand_macro", (rel_path, line, col))
-
-    def diagnostics(self, rel_path: str, timeout: float | None = None) -> list:
-        return self._call("ra_call", self.root, "diagnostics", (rel_path, timeout))
+    def collect_chunk(self, db: str, chunk: list, budget_s: float) -> tuple:
+        """The hydrate flow's requests for one write batch, run in the worker next to its session."""
+        return self._call("ra_hydrate_chunk", self.root, db or None, chunk, budget_s)
 
     @contextlib.contextmanager
     def overlay(self, texts: dict) -> Iterator["_Overlay"]:

@@ -30,7 +30,6 @@ def _db_target(workspace: Path, db: str | None) -> str:
     return db or default_db(workspace)
 
 
-RA_METHODS = ("document_symbols", "hover", "definition", "expand_macro", "diagnostics")  # what hydrate asks
 MAX_RA_ROOTS = 4  # warm sessions one worker keeps (a workspace and its PreFlight mirror are two)
 
 
@@ -78,10 +77,12 @@ class CpuWorker(_Actor):
             raise ra.RaUnavailable(f"no rust-analyzer session over {root} in this worker")
         return warm.session
 
-    def ra_call(self, root: str, method: str, args: tuple) -> Any:
-        if method not in RA_METHODS:
-            raise UsageError(f"not a rust-analyzer request pt makes: {method!r}")
-        return getattr(self._session(root), method)(*args)
+    def ra_hydrate_chunk(self, root: str, db: str | None, chunk: list, budget_s: float) -> tuple:
+        """One write batch's requests of the hydrate flow (runner/hydrate.collect_chunk) on the
+        root's session, with the graph open read-only; Dobby's writer writes the rows."""
+        from ..hydrate import collect_chunk
+
+        return collect_chunk(self._pt(root, db), self._session(root), chunk, budget_s)
 
     def ra_overlay(self, root: str, texts: dict, timeout: float) -> dict:
         """RA-native diagnostics of these texts laid over the disk (nothing written)."""
