@@ -3,7 +3,7 @@
     pt models ensure [NAME] [--path FILE.gguf] [--sha256 HEX]   obtain + checksum + register (+ fingerprint)
     pt models verify [NAME] [--lines N]                          deterministic check (exit 1 on failure)
     pt models ls                                                 registered and known models
-    pt models embed  [--model-id ID] [--batch N]                 vectors for changed nodes
+    pt models embed  [--model-id ID] [--batch N] [--ray-address ADDR]   vectors for changed nodes
 
 Registered in runner/cli.py with `cli.add_command(models)`; commands get the CLI's `Ctx` as
 click's obj. The embedding flow is runner/embed.py. Without llama-cpp-python (or without a
@@ -108,22 +108,30 @@ def ls_cmd(as_json: bool) -> None:
 @models.command("embed")
 @click.option("--model-id", metavar="ID", default=E.DEFAULT_MODEL, show_default=True)
 @click.option("--batch", type=int, default=32, show_default=True, help="Vectors written per transaction.")
+@click.option("--ray-address", metavar="ADDR",
+              help="Spread the batches over this Ray cluster (one model worker per node); the graph is written here.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.pass_obj
-def embed_cmd(c, model_id: str, batch: int, as_json: bool) -> None:
+def embed_cmd(c, model_id: str, batch: int, ray_address: str | None, as_json: bool) -> None:
     """Compute vectors for the leaf nodes whose text changed since they were last embedded."""
     from .dobby import hooks
 
-    report = hooks.embed(c, model_id, batch)  # a running Dobby: its model workers, its writer
+    # A running Dobby (not asked for a cluster): its model workers, its writer
+    report = None if ray_address else hooks.embed(c, model_id, batch)
     if report is None:
-        report = _embed_here(c, model_id, batch, as_json)
+        report = _embed_here(c, model_id, batch, as_json, ray_address)
     if as_json:
         emit(report, True)
     else:
         click.echo(f"{report['embedded']} node vectors ({report['model']}) in {report['seconds']}s")
 
 
-def _embed_here(c, model_id: str, batch: int, as_json: bool) -> dict:
+def _embed_here(c, model_id: str, batch: int, as_json: bool, ray_address: str | None = None) -> dict:
+    if ray_address:  # one model worker on each node of the cluster; the graph is written here
+        from .dobby.cluster import cluster_model
+
+        with c.open() as pt, cluster_model(ray_address, model_id, "embedding") as m:
+            return embed_changed(pt, m, batch=batch)
     try:
         enc = E.load_encoder(model_id)
     except M.ModelUnavailable as exc:

@@ -1,4 +1,5 @@
-"""`pt summarize [PATHS] [--model NAME] [--budget-s N]`: one-line node summaries (runner/summarize.py).
+"""`pt summarize [PATHS] [--model NAME] [--budget-s N] [--ray-address ADDR]`: one-line node summaries
+(runner/summarize.py).
 
 Registered in runner/cli.py with `cli.add_command(summarize_cmd)`.
 """
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -23,9 +25,12 @@ from .summarize import Summarizer, eta_line, summarize_changed
               help="A model of the registry (`pt models ls`).")
 @click.option("--budget-s", type=click.FloatRange(min=0), default=None, metavar="N",
               help="Stop after N seconds; the rest is summarised on the next run.")
+@click.option("--ray-address", metavar="ADDR",
+              help="Spread the batches over this Ray cluster (one model worker per node); the graph is written here.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.pass_obj
-def summarize_cmd(c, paths: tuple, model: str, budget_s: float | None, as_json: bool) -> None:
+def summarize_cmd(c, paths: tuple, model: str, budget_s: float | None, ray_address: str | None,
+                  as_json: bool) -> None:
     """One-line summaries of the leaf items under PATHS (all files by default) whose code changed
     since they were last summarised by --model; progress and an ETA on stderr."""
     tty = sys.stderr.isatty()
@@ -42,17 +47,13 @@ def summarize_cmd(c, paths: tuple, model: str, budget_s: float | None, as_json: 
     from .dobby import hooks
 
     rels = [_relative(c.workspace, p) for p in paths]
-    report = hooks.summarize(c, rels, model, budget_s)  # a running Dobby: its model workers, its writer
+    # A running Dobby (not asked for a cluster): its model workers, its writer
+    report = None if ray_address else hooks.summarize(c, rels, model, budget_s)
     if report is None:
-        with c.open() as pt:
-            try:
-                s = Summarizer.load(model)
-            except M.ModelUnavailable as exc:
-                raise UsageError(str(exc)) from None
+        with c.open() as pt, _summarizer(model, ray_address) as s:
             try:
                 report = summarize_changed(pt, s, rels, budget_s, progress=progress)
             finally:
-                s.close()
                 if tty:
                     sys.stderr.write("\n")
     if as_json:
@@ -62,6 +63,25 @@ def summarize_cmd(c, paths: tuple, model: str, budget_s: float | None, as_json: 
     click.echo(f"{report['summarized']} nodes summarised by {report['model']} in {report['seconds']}s "
                f"({report['nodes_per_s']} nodes/s): {st['ok']} ok, {st['empty']} empty, {st['garbage']} garbage"
                + (f"; {report['left']} left (--budget-s)" if report["left"] else ""))
+
+
+@contextmanager
+def _summarizer(model: str, ray_address: str | None):
+    """The model here, or one model worker on each node of the Ray cluster at `ray_address`."""
+    if ray_address:
+        from .dobby.cluster import cluster_model
+
+        with cluster_model(ray_address, model, "summarising") as m:
+            yield m
+        return
+    try:
+        s = Summarizer.load(model)
+    except M.ModelUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 def _relative(workspace: Path, path: str) -> str:

@@ -523,37 +523,49 @@ def test_shutdown_drains_running_requests_and_leaves_no_ray_process(dobby, shape
     assert not os.path.exists(dobby.sock)
 
 
-# ------------------------------------------------------------------ ingest on a Ray cluster
+# ------------------------------------------------------------------ a two-node Ray cluster
 
-def test_ingest_on_a_two_node_ray_cluster_equals_a_local_ingest(tmp_path):
+@pytest.fixture(scope="module")
+def two_nodes():
+    """Two Ray nodes on this machine (in this namespace), for the rest of the file; stopped by
+    their pids, they must take every process they started with them."""
+    from parseltongue.adapters.ray_runtime import local_cluster
+
+    with local_cluster(nodes=2, cpus_per_node=1, port=6380) as cluster:
+        yield cluster
+    deadline = time.monotonic() + 30
+    while ray_processes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray_processes() == []
+
+
+def test_ingest_on_a_two_node_ray_cluster_equals_a_local_ingest(two_nodes, tmp_path):
     from test_ingest import fact_rows
 
-    from parseltongue.adapters.ray_runtime import local_cluster
     from parseltongue.adapters.store import open_store
 
+    cluster = two_nodes
     ws = tmp_path / "ws"
     shutil.copytree(REPO / "tests" / "fixtures" / "ingest_ws", ws)
-    with local_cluster(nodes=2, cpus_per_node=1, port=6380) as cluster:
-        r = run_pt("-C", str(ws), "--db", str(tmp_path / "ray.db"), "ingest", "--ray-address", cluster["address"],
-                   "--json", env={"PT_DOBBY": "0", **cluster["env"]})
-        assert json.loads(r.stdout)["files_parsed"] > 0
-        assert "2 nodes" in r.stderr
-        # A Dobby joined to the cluster parses its ingests there too, and leaves the cluster up
-        home = tmp_path / "home"
-        home.mkdir()
-        d = Daemon(home, "--ray-address", cluster["address"], env=cluster["env"])
-        try:
-            d.wait_ready()
-            st = d.call("get_status")
-            assert st["ray"]["owned"] is False and st["ray"]["nodes"] == 2
-            rep = json.loads(run_pt("-C", str(ws), "--db", str(tmp_path / "dobby.db"), "ingest", "--json", env=d.env).stdout)
-            assert rep["files_parsed"] > 0
-            d.call("shutdown", {"graceful_timeout": 30})
-            d.proc.wait(120)
-        finally:
-            d.stop()
-        assert len([pid for pid, cmd in ray_processes() if "/raylet/raylet " in cmd]) == 2  # the cluster outlives Dobby
-    assert ray_processes() == []  # the nodes, stopped by their pids, took every process with them
+    r = run_pt("-C", str(ws), "--db", str(tmp_path / "ray.db"), "ingest", "--ray-address", cluster["address"],
+               "--json", env={"PT_DOBBY": "0", **cluster["env"]})
+    assert json.loads(r.stdout)["files_parsed"] > 0
+    assert "2 nodes" in r.stderr
+    # A Dobby joined to the cluster parses its ingests there too, and leaves the cluster up
+    home = tmp_path / "home"
+    home.mkdir()
+    d = Daemon(home, "--ray-address", cluster["address"], env=cluster["env"])
+    try:
+        d.wait_ready()
+        st = d.call("get_status")
+        assert st["ray"]["owned"] is False and st["ray"]["nodes"] == 2
+        rep = json.loads(run_pt("-C", str(ws), "--db", str(tmp_path / "dobby.db"), "ingest", "--json", env=d.env).stdout)
+        assert rep["files_parsed"] > 0
+        d.call("shutdown", {"graceful_timeout": 30})
+        d.proc.wait(120)
+    finally:
+        d.stop()
+    assert len([pid for pid, cmd in ray_processes() if "/raylet/raylet " in cmd]) == 2  # the cluster outlives Dobby
     run_pt("-C", str(ws), "--db", str(tmp_path / "local.db"), "ingest", env={"PT_DOBBY": "0"})
     stores = {k: open_store(tmp_path / f"{k}.db") for k in ("ray", "dobby", "local")}
     try:
@@ -565,3 +577,96 @@ def test_ingest_on_a_two_node_ray_cluster_equals_a_local_ingest(tmp_path):
     finally:
         for s in stores.values():
             s.close()
+
+
+@pytest.fixture(scope="module")
+def model_registry(home) -> Path:
+    """The packaged model in a registry every process of these tests shares."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("llama-cpp-python is not installed: CI installs the `local` extra")
+        pytest.skip("llama-cpp-python is not installed (the `local` extra)")
+    reg = home / "registry"
+    run_pt("models", "ensure", MODEL, "--no-install", env={"MODEL_REGISTRY": str(reg)})
+    return reg
+
+
+MODEL_ROWS = {"summaries": "?[id, m, h, s, st, raw] := *node_summaries{id, model: m, hash: h, summary: s, "
+                           "status: st, raw}",
+              "vectors": "?[id, m, d, v, h] := *embeddings{id, model: m, dim: d, vec: v, hash: h}"}
+MODEL_RUNS = (["summarize", "src/geometry.rs", "--json"], ["models", "embed", "--batch", "8", "--json"])
+
+
+def model_rows(db: Path) -> dict:
+    from parseltongue.adapters.store import open_store
+
+    store = open_store(db)
+    try:
+        return {name: sorted(map(repr, store.run(q).rows)) for name, q in MODEL_ROWS.items()}
+    finally:
+        store.close()
+
+
+def same_model_report(a: dict, b: dict) -> None:
+    drop = ("seconds", "nodes_per_s")
+    assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+
+
+@pytest.fixture(scope="module")
+def model_reference(model_registry, tmp_path_factory) -> tuple[Path, list[dict], dict]:
+    """The reference: `pt summarize` and `pt models embed` in-process, no Ray, no Dobby, on a copy
+    of shapes: (the workspace, their reports, the rows they wrote)."""
+    ws = tmp_path_factory.mktemp("models") / "shapes"
+    shutil.copytree(REPO / "examples" / "shapes", ws)
+    db = ws.parent / "local.db"
+    run_pt("-C", str(ws), "--db", str(db), "ingest", env={"PT_DOBBY": "0"})
+    reports = [json.loads(run_pt("-C", str(ws), "--db", str(db), *args,
+                                 env={"PT_DOBBY": "0", "MODEL_REGISTRY": str(model_registry)}).stdout)
+               for args in MODEL_RUNS]
+    rows = model_rows(db)
+    assert len(rows["summaries"]) >= 3 and len(rows["vectors"]) >= 8
+    return ws, reports, rows
+
+
+def test_summarize_and_embed_with_ray_address_spread_over_both_nodes(two_nodes, model_registry, model_reference,
+                                                                    tmp_path):
+    """`pt summarize --ray-address` and `pt models embed --ray-address` without Dobby: one model
+    worker on each node answers part of every batch; the rows equal the local run's."""
+    ws, local, local_rows = model_reference
+    db = tmp_path / "ray.db"
+    run_pt("-C", str(ws), "--db", str(db), "ingest", env={"PT_DOBBY": "0"})
+    env = {"PT_DOBBY": "0", "MODEL_REGISTRY": str(model_registry), **two_nodes["env"]}
+    for args, ref in zip(MODEL_RUNS, local):
+        r = run_pt("-C", str(ws), "--db", str(db), *args, "--ray-address", two_nodes["address"], env=env)
+        same_model_report(json.loads(r.stdout), ref)
+        assert "on the Ray cluster at" in r.stderr and "2 nodes" in r.stderr
+        [per_node] = [line for line in r.stderr.splitlines() if line.startswith("pt: items per node: ")]
+        counts = [int(part.split()[-1]) for part in per_node.split(": ", 2)[2].split(", ")]
+        assert len(counts) == 2 and all(n > 0 for n in counts), per_node  # both nodes answered
+    assert model_rows(db) == local_rows
+
+
+def test_dobby_on_a_cluster_spreads_model_batches_over_both_nodes(two_nodes, model_registry, model_reference,
+                                                                  tmp_path):
+    """Pools.llm_map on two nodes: a Dobby joined to the cluster runs `pt summarize` and `pt
+    models embed` batches on an LLM worker on each node; the rows equal the local run's."""
+    ws, local, local_rows = model_reference
+    db = tmp_path / "dobby.db"
+    run_pt("-C", str(ws), "--db", str(db), "ingest", env={"PT_DOBBY": "0"})
+    home = tmp_path / "home"
+    home.mkdir()
+    d = Daemon(home, "--ray-address", two_nodes["address"], env={**two_nodes["env"], "MODEL_REGISTRY": str(model_registry)})
+    try:
+        d.wait_ready()
+        for args, ref in zip(MODEL_RUNS, local):
+            same_model_report(json.loads(run_pt("-C", str(ws), "--db", str(db), *args, env=d.env).stdout), ref)
+        llms = [w for w in d.call("get_status")["workers"] if w["kind"] == "llm"]
+        assert len(llms) == 2 and len({w["node"] for w in llms}) == 2, llms  # one on each node
+        assert all(w["served"] > 0 for w in llms), llms  # both answered batches
+        d.call("shutdown", {"graceful_timeout": 30})
+        d.proc.wait(120)
+    finally:
+        d.stop()
+    assert model_rows(db) == local_rows

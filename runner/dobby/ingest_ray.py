@@ -53,16 +53,7 @@ def cluster(address: str | None):
     if not address:
         yield None
         return
-    from ..errors import UsageError
+    from .cluster import joined
 
-    try:
-        R.connect(address)
-    except R.RayUnavailable as exc:
-        raise UsageError(str(exc)) from None
-    from ..output import echo_err
-
-    echo_err(f"pt: parsing on the Ray cluster at {address}: {R.alive_nodes()} nodes, {R.cluster_cpus()} CPUs")
-    try:
+    with joined(address, "parsing"):
         yield parse_map
-    finally:
-        R.disconnect()

@@ -25,6 +25,7 @@ from typing import Any
 
 from ...adapters import models as M
 from . import config as C
+from .cluster import spread
 from .workers import CpuWorker, LlmWorker
 
 
@@ -243,7 +244,7 @@ class Pools:
     async def llm_map(self, method: str, items: list, model: str = M.DEFAULT_MODEL) -> list:
         """method(chunk) over the LLM workers, results in item order: the items are cut into one
         contiguous chunk per worker. Workers: the pool's one, plus one per further live node of
-        the cluster the memory guard allows (Ray's SPREAD places them on other nodes)."""
+        the cluster the memory guard allows (each pinned to a node that has none)."""
         self.llm_waiting += 1
         try:
             first = await self.open_llm(model) if self.llm is None or self.llm.model != model else self.llm
@@ -257,16 +258,23 @@ class Pools:
                         break
         finally:
             self.llm_waiting -= 1
-        workers = [first, *self.llm_more][:max(1, len(items))]
-        size = -(-len(items) // len(workers))
-        parts = await asyncio.gather(*(self._run_on(w, method, (items[i * size:(i + 1) * size],))
-                                       for i, w in enumerate(workers)))
+        chunks = spread(items, 1 + len(self.llm_more))
+        parts = await asyncio.gather(*(self._run_on(w, method, (chunk,))
+                                       for w, chunk in zip([first, *self.llm_more], chunks)))
         return [x for part in parts for x in part]
 
     async def _open_more(self, model: str) -> Worker:
+        """An LLM worker on a live node that has none yet."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         rec = M.get(model)
         guard(M.needed_bytes(rec.size, LLM_CONTEXT) // 2**20, f"another LLM worker with {model}")
-        actor = self._llm_actor.options(scheduling_strategy="SPREAD").remote(model, rec.path, LLM_CONTEXT)
+        taken = {w.node for w in self._llms()}
+        free = sorted(n["NodeID"] for n in self._ray.nodes() if n.get("Alive") and n["NodeID"] not in taken)
+        if not free:
+            raise MemoryRefused("no live node without an LLM worker")  # (the caller stops adding)
+        place = NodeAffinitySchedulingStrategy(free[0], soft=False)
+        actor = self._llm_actor.options(scheduling_strategy=place).remote(model, rec.path, LLM_CONTEXT)
         return Worker(f"llm-{next(self._ids)}", "llm", actor, await actor.pid.remote(), model=model,
                       node=await actor.node.remote())
 

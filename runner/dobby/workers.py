@@ -181,15 +181,43 @@ class CpuWorker(_Actor):
         return {"success": run.success, "errors": errors}
 
 
-class LlmWorker(_Actor):
-    """One llama.cpp model of the registry, loaded when the worker opens (adapters/models.py)."""
+class ModelWorker(_Actor):
+    """A registry model's batch work: summaries (the Summarizer `pt summarize` loads, its own
+    context size) and vectors (the encoder `pt models embed` loads), each loaded on first use,
+    so the answers equal the in-process commands'. `pt summarize --ray-address` and `pt models
+    embed --ray-address` run one per node (runner/dobby/cluster.py)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._encoder = self._summarizer = None
+
+    def encode(self, texts: list) -> list:
+        """Vectors of texts: the encoder `pt models embed` loads, so the same vectors."""
+        from ...adapters.embeddings import load_encoder
+
+        if self._encoder is None:
+            self._encoder = load_encoder(self.name)
+        return self._encoder.encode([str(t) for t in texts])
+
+    def ask(self, rows: list) -> list:
+        """The model's raw answers for `summaries.texts` rows."""
+        from ..summarize import Summarizer
+
+        if self._summarizer is None:
+            self._summarizer = Summarizer.load(self.name)
+        return [self._summarizer.ask(r) for r in rows]
+
+
+class LlmWorker(ModelWorker):
+    """Dobby's LLM worker: one llama.cpp model of the registry, loaded when the worker opens
+    (adapters/models.py), for completions and the N-line check; and the batch work above."""
 
     def __init__(self, name: str, path: str, n_ctx: int) -> None:
         from ...adapters import models as M
 
-        self.name, self.path = name, path
+        super().__init__(name)
+        self.path = path
         self._llm = M.load_llama(path, n_ctx=n_ctx)  # the registry's RAM guard runs here too
-        self._encoder = self._summarizer = None  # loaded on first use, as `pt models embed` / `pt summarize` load them
 
     def completion(self, prompt: str, max_tokens: int, stop: list) -> dict:
         """A plain continuation (the packaged Gemma 3 270M is a base model), greedy from a
@@ -205,23 +233,6 @@ class LlmWorker(_Actor):
     def embed(self, texts: list) -> dict:
         vecs = self.encode(texts)
         return {"model": self.name, "dim": self._encoder.dim, "vectors": vecs}
-
-    def encode(self, texts: list) -> list:
-        """Vectors of texts: the encoder `pt models embed` loads, so the same vectors."""
-        from ...adapters.embeddings import load_encoder
-
-        if self._encoder is None:
-            self._encoder = load_encoder(self.name)
-        return self._encoder.encode([str(t) for t in texts])
-
-    def ask(self, rows: list) -> list:
-        """The model's raw answers for `summaries.texts` rows: the Summarizer `pt summarize`
-        loads (its own context size), so the same answers."""
-        from ..summarize import Summarizer
-
-        if self._summarizer is None:
-            self._summarizer = Summarizer.load(self.name)
-        return [self._summarizer.ask(r) for r in rows]
 
     def verify(self, lines: int) -> dict:
         from ...adapters import models as M
