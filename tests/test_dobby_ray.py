@@ -200,6 +200,25 @@ def test_ping_and_status(dobby):
     assert any(m["model"] == MODEL for m in st["models"])
 
 
+def test_the_dobby_commands_and_json_logs(dobby):
+    """`pt dobby status|call|ensure-model` against the running daemon; its log is JSON lines."""
+    st = run_pt("dobby", "status", env=dobby.env).stdout
+    assert st.startswith(f"dobby pid {dobby.proc.pid} on {dobby.sock}") and "cpu-1" in st
+    assert json.loads(run_pt("dobby", "status", "--json", env=dobby.env).stdout)["pid"] == dobby.proc.pid
+    assert json.loads(run_pt("dobby", "call", "ping", env=dobby.env).stdout)["pong"] is True
+    for args, says in ((["nosuch"], "nosuch"), (["ping", "[1]"], "JSON object"), (["ping", "{oops"], "not valid JSON")):
+        r = run_pt("dobby", "call", *args, env=dobby.env, check=False)
+        assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    ensured = json.loads(run_pt("dobby", "ensure-model", MODEL, env=dobby.env).stdout)
+    assert ensured["model"] == MODEL and len(ensured["sha256"]) == 64
+    lines = Path(dobby.log.name).read_text().splitlines()
+    assert len(lines) > 5
+    for line in lines:
+        doc = json.loads(line)  # every line: Dobby's own, and Ray's warnings too
+        assert {"ts", "level", "msg"} <= set(doc), line
+    assert any(json.loads(line)["msg"] == "serving" for line in lines)
+
+
 def test_run_task_a2_equals_pt_query_two_hop(dobby, shapes):
     cold = json.loads(run_pt("-C", str(shapes), "query", "two_hop", "-p", f'seeds=["{SEED}"]', "--json",
                              env={"PT_DOBBY": "0"}).stdout)
@@ -383,6 +402,8 @@ def test_embed_and_completion_with_the_local_model(dobby):
     assert a["usage"]["prompt_tokens"] > 0 and 0 < a["usage"]["completion_tokens"] <= 12
     ver = dobby.call("verify_default", {"lines": 5})
     assert ver["ok"] and len(ver["lines"]) == 5, ver
+    ver = json.loads(run_pt("dobby", "verify", "--lines", "3", env=dobby.env).stdout)
+    assert ver["ok"] and len(ver["lines"]) == 3, ver
     st = dobby.call("get_status")
     assert [w["model"] for w in st["workers"] if w["kind"] == "llm"] == [MODEL]
     with pytest.raises(client.DobbyError) as e:  # one LLM worker: another model must wait for it to close

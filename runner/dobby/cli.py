@@ -91,7 +91,9 @@ def status_cmd(socket_: str | None, as_json: bool) -> None:
     click.echo(f"dobby pid {st['pid']} on {st['socket']}, up {st['uptime_s']}s; Ray {ray.get('address')} "
                f"({ray.get('nodes')} node(s), {ray.get('cpus')} CPUs); {st['mem_free_mb']} MB free; rss {st['rss_mb']} MB")
     for w in st["workers"]:
-        click.echo(f"  {w['id']:<8} pid {w['pid']:<8} {w['kind']:<4} {w['model'] or '':<22} inflight {w['inflight']} served {w['served']}")
+        ra = f"; rust-analyzer for {len(w['ra_sessions'])} root(s)" if w.get("ra") else ""
+        click.echo(f"  {w['id']:<8} pid {w['pid']:<8} {w['kind']:<4} {w['model'] or '':<22} inflight {w['inflight']} "
+                   f"served {w['served']}{ra}")
     click.echo(f"  limits: {st['limits']}; queues: {st['queues']}")
     for m in st["models"]:
         click.echo(f"  model {m['model']}: {'ensured' if m['ensured'] else 'not ensured'}"

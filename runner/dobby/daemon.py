@@ -56,6 +56,8 @@ READY_TIMEOUT_S = 120.0  # a rust-analyzer started ahead of need (open_worker wi
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc = {"ts": round(record.created, 3), "level": record.levelname.lower(), "msg": record.getMessage()}
+        if record.name != log.name:  # a library's warning (Ray's, through the root logger)
+            doc["logger"] = record.name
         doc.update(getattr(record, "fields", {}) or {})
         return json.dumps(doc, default=str)
 
@@ -66,6 +68,11 @@ def _setup_logging() -> None:
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
+    # Libraries' warnings as JSON lines too: Ray logs through the root logger once ray.init has
+    # cleared its own handlers (configure_logging=False).
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
     logging.getLogger("pygls").setLevel(logging.CRITICAL)  # its own logs are not JSON; errors reach clients
 
 
