@@ -353,7 +353,7 @@ def _start_session(ws: Path, deadline: float, report: HydrateReport,
         if isinstance(exc, ra.RaTimeout) and time.monotonic() >= deadline:
             # Not ready within a budget shorter than its start-up: the analyzer is fine, the budget is not.
             report.warning = "hydration budget used up before rust-analyzer was ready; the graph keeps its heuristic facts"
-            return None
+            return None, False
         report.ra_available = False
         report.warning = f"{str(exc).splitlines()[0]}; the graph keeps its heuristic facts"
         return None, False
