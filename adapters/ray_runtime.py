@@ -42,9 +42,6 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
     os.environ.setdefault("RAY_DISABLE_DOCKER_CPU_WARNING", "1")
     # No worker process started ahead of need: Dobby opens its own workers (an idle one held ~80 MB)
     os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
-    # Ray's C++ core writes its warnings straight to this process's stderr (not through logging):
-    # errors only, so a daemon's stderr stays its own JSON log lines.
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     ray = _ray()
     if ray.is_initialized():
         return {"address": address or "local", "owned": address is None, "nodes": len(ray.nodes())}

@@ -62,18 +62,42 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
-def _setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def _setup_logging():
+    """Every line on Dobby's stderr is JSON. Its log lines go to the real stderr; file descriptor
+    2 becomes a pipe whose lines (Ray's C++ core writes there, and Ray's warnings, which have no
+    handler under configure_logging=False) are logged as {"logger": "stderr", ...}. Returns what
+    puts the real stderr back (for pt's own one-line error when serving fails)."""
+    real = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
+    handler = logging.StreamHandler(real)
     handler.setFormatter(_JsonFormatter())
-    log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    # Libraries' warnings as JSON lines too: Ray logs through the root logger once ray.init has
-    # cleared its own handlers (configure_logging=False).
-    root = logging.getLogger()
+    foreign = logging.getLogger("stderr")
+    for logger in (log, foreign):
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    root = logging.getLogger()  # libraries' warnings that reach the root logger
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("pygls").setLevel(logging.CRITICAL)  # its own logs are not JSON; errors reach clients
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+
+    def pump() -> None:
+        with os.fdopen(read_fd, "r", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.strip():
+                    foreign.warning(line.rstrip("\n"))
+
+    pumping = threading.Thread(target=pump, name="dobby-stderr", daemon=True)
+    pumping.start()
+
+    def restore() -> None:
+        sys.stderr.flush()
+        os.dup2(real.fileno(), 2)  # closes the pipe's write end: the pump drains it and stops
+        pumping.join(2)
+
+    return restore
 
 
 def _event(msg: str, **fields: Any) -> None:
@@ -500,5 +524,8 @@ def claim_socket(path: str) -> None:
 
 
 def serve(socket_path: str, ray_address: str | None = None, max_workers: int | None = None) -> None:
-    _setup_logging()
-    asyncio.run(Dobby(socket_path, ray_address, max_workers).run())
+    restore = _setup_logging()
+    try:
+        asyncio.run(Dobby(socket_path, ray_address, max_workers).run())
+    finally:
+        restore()
