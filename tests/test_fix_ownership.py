@@ -99,3 +99,18 @@ def test_a_closure_parameter_loses_the_annotation_that_kept_it_in_the_closure(tm
     assert rep["outcome"] == "fixed", rep
     assert (ws / "src/lib.rs").read_text() == _fixed("fix_closure_param_type", ("|w: &str|", "|w|"))
     assert_compiles(ws)
+
+
+def test_an_argument_that_borrows_the_receiver_again_becomes_a_local(tmp_path):
+    """E0499 twice, `self.x.insert(k, self.fresh())`: rustc says "try adding a local storing this
+    argument" without an edit - the argument goes into a `let` before the statement, named after
+    the method unless the fn already has that name."""
+    ws, rep = fix_fixture(tmp_path, "fix_hoist_argument")
+    assert rep["outcome"] == "fixed", rep
+    assert (ws / "src/lib.rs").read_text() == _fixed(
+        "fix_hoist_argument",
+        ("        self.ids.insert(name.to_string(), self.fresh());\n",
+         "        let fresh = self.fresh();\n        self.ids.insert(name.to_string(), fresh);\n"),
+        ("        self.order.push(self.fresh());\n",
+         "        let fresh_arg = self.fresh();\n        self.order.push(fresh_arg);\n"))
+    assert_compiles(ws)
