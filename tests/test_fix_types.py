@@ -21,7 +21,8 @@ def _fixed(fixture: str, path: str, *pairs: tuple[str, str]) -> str:
 
 
 def test_lost_trait_bounds_go_back_on_the_declarations_spelled_as_the_file_names_them(tmp_path):
-    """Six bounds a crate lost (patterns.trait_bound): rustc spells them `std::fmt::Display`,
+    """Seven bounds a crate lost (patterns.trait_bound): rustc spells them `std::fmt::Display`,
+    `std::ops::Add<Output = T>` (E0369),
     `, A: std::fmt::Debug` at the end of the where clause and ` + std::marker::Send` after
     `'static`, suggests a bare `I2: IntoIterator` where the parallel `I1` has `<Item = T1>`, and
     has no suggestion at all for `impl<T> Bag<T>` calling a method of `impl<T: Area>`. Each goes
@@ -37,7 +38,8 @@ def test_lost_trait_bounds_go_back_on_the_declarations_spelled_as_the_file_names
     assert (ws / "src/bag.rs").read_text() == _fixed(
         "fix_trait_bound", "src/bag.rs",
         ("impl<T> Bag<T> {", "impl<T: Area> Bag<T> {"),
-        ("pub fn biggest<T>(", "pub fn biggest<T: Area>("))
+        ("pub fn biggest<T>(", "pub fn biggest<T: Area>("),
+        ("pub fn combined<T>(", "pub fn combined<T: Add<Output = T>>("))
     assert_compiles(ws)
 
 
