@@ -121,3 +121,14 @@ def test_an_ambiguous_into_names_the_one_impl_of_the_workspace(tmp_path):
     assert (ws / "src/lib.rs").read_text() == _fixed(
         "fix_impl_annotation", "src/lib.rs", ("    m.into() + 10", "    <Meters as Into<u64>>::into(m) + 10"))
     assert_compiles(ws)
+
+
+def test_a_trait_import_joins_the_root_import_of_its_module(tmp_path):
+    """E0599 for a trait method whose trait is not in scope: rustc's `use crate::shapes::Area;`
+    goes into the root's `use shapes::Square;` (patterns.use_into_group), not a new line above
+    `mod shapes;`."""
+    ws, rep = fix_fixture(tmp_path, "fix_trait_import")
+    assert rep["outcome"] == "fixed", rep
+    assert (ws / "src/lib.rs").read_text() == _fixed(
+        "fix_trait_import", "src/lib.rs", ("use shapes::Square;", "use shapes::{Area, Square};"))
+    assert_compiles(ws)
