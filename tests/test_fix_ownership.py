@@ -43,7 +43,8 @@ def test_moved_values_are_cloned_derived_or_borrowed_by_the_method(tmp_path):
     """Moves rustc offers no clone for, all five fixed in one candidate: a destructured `*self`
     and a partial move cloned, a generic `T: Clone` cloned, `Token` (not Clone) derives it into
     its `#[derive(Debug)]` and is cloned, and `Meter::total` - private, taking `self` per the
-    graph - borrows `&self` instead of consuming the receiver `report` still reads."""
+    graph - borrows `&self` instead of consuming the receiver `report` still reads; `Gauge`, moved
+    into a fn's parameter, derives Clone (no derive list) and is cloned."""
     ws, rep = fix_fixture(tmp_path, "fix_moved_value")
     assert rep["outcome"] == "fixed", rep
     assert (ws / "src/lib.rs").read_text() == _fixed(
@@ -53,7 +54,9 @@ def test_moved_values_are_cloned_derived_or_borrowed_by_the_method(tmp_path):
         ("let n = o.name;", "let n = o.name.clone();"),
         ("let q = r.1.clone() / r.0;", "let q = r.1.clone() / r.0.clone();"),
         ("let kept = t;", "let kept = t.clone();"),
-        ("fn total(self) -> u32", "fn total(&self) -> u32"))
+        ("fn total(self) -> u32", "fn total(&self) -> u32"),
+        ("pub struct Gauge {", "#[derive(Clone)]\npub struct Gauge {"),
+        ("reading(g, 2)", "reading(g.clone(), 2)"))
     assert_compiles(ws)
     assert [r["champion"]["pattern"] for r in rep["rounds"] if r["champion"]] == ["patterns.moved_value"]
 
@@ -113,4 +116,14 @@ def test_an_argument_that_borrows_the_receiver_again_becomes_a_local(tmp_path):
          "        let fresh = self.fresh();\n        self.ids.insert(name.to_string(), fresh);\n"),
         ("        self.order.push(self.fresh());\n",
          "        let fresh_arg = self.fresh();\n        self.order.push(fresh_arg);\n"))
+    assert_compiles(ws)
+
+
+def test_a_value_moved_into_a_crate_fn_is_lent_when_it_cannot_be_cloned(tmp_path):
+    """E0382 after `reading(g, 2)`: `Gauge` holds a Mutex (no Clone to derive), so the private
+    fn's parameter takes `&Gauge` and the call passes `&g`."""
+    ws, rep = fix_fixture(tmp_path, "fix_moved_param")
+    assert rep["outcome"] == "fixed", rep
+    assert (ws / "src/lib.rs").read_text() == _fixed(
+        "fix_moved_param", ("fn reading(g: Gauge,", "fn reading(g: &Gauge,"), ("reading(g, 2)", "reading(&g, 2)"))
     assert_compiles(ws)
