@@ -40,7 +40,7 @@ from .errors import GateFailed, PtError, UsageError
 from .fix_text import Offsets, Tree, apply_edits, diag_dict, put_facts
 from .a4 import fix_findings
 from .flows import flow
-from .preflight import check_tree, run_preflight
+from .preflight import EarlyCheck, check_tree, run_preflight
 
 
 @dataclass
@@ -284,11 +284,11 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
     # A pattern that breaks its contract (runner/contracts.py) is left out, never the end of the run.
     run.warnings += [f"pattern {pid} skipped: {msg}" for pid, msg in sorted(pt.registry.problems().items())
                      if pid.startswith("patterns.")]
-    _ensure_graph(pt, seed, progress)
+    early = _ensure_graph(pt, seed, progress)
     run.load_library()
 
     t0 = time.perf_counter()
-    check, _, mirror_notes = check_tree(pt, [seed])
+    check, _, mirror_notes = check_tree(pt, [seed], early)
     run.warnings += mirror_notes
     run.timings["check_s"] += time.perf_counter() - t0
     errors0 = [d for d in check.diagnostics if d.severity == "error"]
@@ -358,8 +358,8 @@ def seed_facts(pt: Pt, seed: str, run_id: str) -> int:
     """Store round 0's facts of SEED's crate exactly as `pt run fix` does, under `run_id`
     (a pattern's golden case, runner/golden.py, runs on them). -> the number of errors."""
     seed = _seed_path(pt.workspace, seed)
-    _ensure_graph(pt, seed, lambda s: None)
-    check, _, _ = check_tree(pt, [seed])
+    early = _ensure_graph(pt, seed, lambda s: None)
+    check, _, _ = check_tree(pt, [seed], early)
     errors = [d for d in check.diagnostics if d.severity == "error"]
     put_facts(pt, run_id, 0, errors, Tree(pt.workspace))
     return len(errors)
@@ -374,13 +374,21 @@ def _seed_path(ws: Path, seed: str) -> str:
     return rel
 
 
-def _ensure_graph(pt: Pt, seed: str, progress: Callable[[str], None]) -> None:
+def _ensure_graph(pt: Pt, seed: str, progress: Callable[[str], None]) -> EarlyCheck | None:
     """The fix flow maps diagnostics to nodes: bring the graph up to date first (cheap when it is).
     A workspace with no graph yet gets the seed's crate and what it depends on only: a first fix
-    does not wait for a whole big workspace (the next `pt ingest` adds the rest)."""
+    does not wait for a whole big workspace (the next `pt ingest` adds the rest); and the seed
+    crate's cargo check starts in the mirror meanwhile (returned: check_tree takes its run)."""
     from .ingest import ingest_for_seed
 
-    rep = ingest_for_seed(pt.workspace, pt.store, seed, progress=sys.stderr.isatty())
+    early: list = []
+
+    def start_check(crate: str) -> EarlyCheck:
+        early.append(EarlyCheck(pt, [crate]))
+        return early[0]
+
+    rep = ingest_for_seed(pt.workspace, pt.store, seed, progress=sys.stderr.isatty(), on_cold=start_check)
     if rep.files_parsed:
         progress(f"graph updated: {rep.files_parsed} file{'s' * (rep.files_parsed != 1)} ingested"
                  + (" (the seed's crate and its dependencies; `pt ingest` adds the rest)" if rep.scoped else ""))
+    return early[0] if early else None

@@ -446,19 +446,28 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
 
 
 def ingest_for_seed(workspace: str | os.PathLike, store: Store, seed: str, *, progress=False,
-                    use_cargo: bool = True) -> IngestReport:
+                    use_cargo: bool = True, on_cold=None) -> IngestReport:
     """The graph a fix of `seed` (a workspace-relative .rs file) needs, soon. On a graph with no
     files yet, only the seed's crate and the member crates it depends on are ingested (a first
     fix on a big workspace does not wait for all of it; the next `pt ingest` adds the rest, and
-    re-resolves what the new names change); otherwise the usual incremental update of everything."""
+    re-resolves what the new names change); otherwise the usual incremental update of everything.
+    `on_cold(crate)`, called with the seed's own crate before a cold graph's ingest starts, starts
+    what can run meanwhile (pt run fix: the crate's cargo check); it returns an object with
+    `cancel()`, called if the ingest fails."""
     ws = Path(workspace).resolve()
     pt = Pt(ws, store)
     pt.ensure_schema()
     if pt.query("ingest.has_files"):
         return ingest(ws, store, progress=progress, use_cargo=use_cargo)
     layout = discover(ws, use_cargo)
-    return ingest(ws, store, progress=progress, use_cargo=use_cargo, layout=layout,
-                  crates=crate_scope(layout, seed))
+    started = on_cold(file_crate_rows(layout, [seed])[seed][1]) if on_cold else None
+    try:
+        return ingest(ws, store, progress=progress, use_cargo=use_cargo, layout=layout,
+                      crates=crate_scope(layout, seed))
+    except BaseException:
+        if started is not None:
+            started.cancel()
+        raise
 
 
 def _batches(files: list[str]) -> list[list[str]]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -260,13 +261,63 @@ class _Runner:
                            note=f"{len(run.tests)} tests run: {', '.join(names)}")
 
 
-def check_tree(pt: Pt, files: list) -> tuple[cargo.CargoRun, str, list]:
+class EarlyCheck:
+    """`cargo check` of one crate of the user's tree in the mirror, started before the graph is
+    there: on a cold workspace `pt run fix` builds the seed's crate's graph while rustc builds its
+    dependencies (both take most of a first fix; one after the other they add up). `check_tree`
+    takes its run when the tree and the scope the rule gives are the ones it checked; otherwise
+    it checks again, on a target directory this one has warmed."""
+
+    def __init__(self, pt: Pt, crates: list):
+        self.scope = Scope(sorted(crates), False)
+        self.run: cargo.CargoRun | None = None
+        self.digest = ""
+        self._job: cargo.CargoJob | None = None
+        self._cancelled = False
+        timeout = float(_policy(pt)["timeout_cargo_s"])
+        self._thread = threading.Thread(target=self._go, args=(pt.workspace, timeout), daemon=True)
+        self._thread.start()
+
+    def _go(self, workspace, timeout: float) -> None:
+        try:
+            mirror = Mirror(workspace)
+            with mirror.locked():
+                self.digest = mirror.sync().digest
+                if self._cancelled:
+                    return
+                self._job = cargo.start_check(mirror.root, packages=self.scope.crates, target_dir=mirror.target_dir,
+                                              timeout=timeout)
+                self.run = self._job.wait()
+        except Exception:  # noqa: BLE001 - only a head start: check_tree runs the check itself then
+            self.run = None
+
+    def done(self) -> "EarlyCheck":
+        self._thread.join()
+        return self
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self._job is not None:
+            self._job.kill()
+        self._thread.join()
+
+    def answers(self, digest: str, scope: Scope) -> cargo.CargoRun | None:
+        """Its run, if it checked this tree (same mirror digest) with this scope."""
+        self.done()
+        ok = self.run is not None and self.digest == digest and scope == self.scope
+        return self.run if ok else None
+
+
+def check_tree(pt: Pt, files: list, early: EarlyCheck | None = None) -> tuple[cargo.CargoRun, str, list]:
     """`cargo check` of the user's tree as it is (in the mirror, never in the tree), scoped as a
     candidate editing `files` would be. Stored as that tree's baseline, so the PreFlights that
-    follow compare against it without checking the same tree again. -> (run, baseline id,
+    follow compare against it without checking the same tree again. `early`: a check started
+    before (EarlyCheck), taken when it checked the same tree and scope. -> (run, baseline id,
     warnings: what the mirror could not hold, e.g. a path dependency containing the workspace)."""
     policy = _policy(pt)
     scope = _scope(pt, files)
+    if early is not None:
+        early.done()  # it holds the mirror's lock until rustc is done
     mirror = Mirror(pt.workspace)
     with mirror.locked():
         sync = mirror.sync()
@@ -274,12 +325,13 @@ def check_tree(pt: Pt, files: list) -> tuple[cargo.CargoRun, str, list]:
         out: list = []
 
         def run():
-            out.append(runner.start_cargo().wait())
+            got = early.answers(sync.digest, scope) if early is not None else None
+            out.append(got or runner.start_cargo().wait())
             return out[0]
 
         bid = runner.baseline("cargo", scope.key(), run)
         if not out:  # stored already: the run is needed for its spans and suggestions
-            out.append(runner.start_cargo().wait())
+            run()
     return out[0], bid, runner.warnings
 
 

@@ -214,3 +214,55 @@ def test_a_path_dependency_the_mirror_cannot_hold_is_named(tmp_path):
     r = _pt(ws, "run", "fix", "--seed", "src/lib.rs", "--dry-run", "--json")
     doc = json.loads(r.stdout)
     assert any("contains the workspace itself" in w and "'..'" in w for w in doc["warnings"]), doc
+
+
+@needs_cargo
+def test_a_cold_first_fix_checks_the_seed_crate_while_the_graph_is_built(tmp_path, monkeypatch):
+    """A first fix on a workspace with no graph starts the seed crate's `cargo check` in the mirror
+    before its ingest and takes that run as the tree's check (rustc builds while the graph is
+    written); a second fix of the same fault, on the graph that now exists, runs as many cargo
+    checks, all after its ingest."""
+    import threading
+
+    from parseltongue.adapters import cargo
+    from parseltongue.runner import fix as fix_mod
+    from parseltongue.runner import ingest as ingest_mod
+    from parseltongue.runner.api import Pt
+
+    monkeypatch.setenv("PT_CACHE_DIR", str(tmp_path / "cache"))
+    ws = _crate(tmp_path / "app", "app", {
+        "src/lib.rs": "pub fn tally(words: &[&str]) -> HashMap<String, usize> {\n"
+                      "    let mut m = HashMap::new();\n    for w in words {\n"
+                      "        *m.entry(w.to_string()).or_insert(0) += 1;\n    }\n    m\n}\n"})
+    broken = (ws / "src/lib.rs").read_bytes()
+    events: list = []
+    real_check, real_ingest = cargo.start_check, ingest_mod.ingest
+
+    def start_check(*a, **kw):
+        events.append(("check", threading.current_thread() is threading.main_thread(), kw.get("packages")))
+        return real_check(*a, **kw)
+
+    def ingest(*a, **kw):
+        try:
+            return real_ingest(*a, **kw)
+        finally:
+            events.append(("ingested",))
+
+    monkeypatch.setattr(cargo, "start_check", start_check)
+    monkeypatch.setattr(ingest_mod, "ingest", ingest)
+    runs = []
+    for _ in range(2):
+        events.clear()
+        pt = Pt.open(ws)
+        try:
+            rep = fix_mod.run_fix(pt, fix_mod.FixOptions(seed="src/lib.rs"), approve=lambda diff: True)
+        finally:
+            pt.close()
+        assert rep.outcome == "fixed" and cargo_check(ws).returncode == 0
+        (ws / "src/lib.rs").write_bytes(broken)
+        runs.append(list(events))
+    cold, warm = runs
+    assert cold[0] == ("check", False, ["app"])  # in its own thread, before the ingest returned
+    assert ("ingested",) in cold[1:] and all(e[1] for e in cold[1:] if e[0] == "check")
+    assert warm[0] == ("ingested",) and all(e[1] for e in warm if e[0] == "check")
+    assert len(cold) == len(warm)  # the early run was taken, not done again
