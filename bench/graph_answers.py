@@ -9,7 +9,7 @@ compare the two dumps:
     B/.venv/bin/python bench/graph_answers.py --db B.db --out b.json
     python3 bench/graph_answers.py --compare a.json b.json
 
-Dumped: every edge (src, dst, kind, weight, provenance, evidence), every node's id and position,
+Dumped: every edge (src, dst, kind, weight, provenance, evidence as file:line), every node's id and position,
 `retrieval.two_hop` for N random `fn` seeds in each direction, and `retrieval.context` for the
 first N/10 of them (default budget). Seeds are drawn from the sorted fn ids with a fixed seed,
 so both runs ask the same questions.
@@ -32,8 +32,13 @@ def dump(db: Path, n: int, seed: int) -> dict:
     store = open_store(str(db))
     pt = Pt(db.parent.parent if db.parent.name == ".parseltongue" else db.parent, store)
     try:
+        # evidence as file:line (rev 11 stores a heuristic call edge's line relative to its caller: `+N`)
         edges = sorted(map(tuple, store.run(
-            "?[s, d, k, w, p, e] := *isg_edges{src_id: s, dst_id: d, kind: k, weight: w, provenance: p, evidence: e}",
+            "?[s, d, k, w, p, e] := *isg_edges{src_id: s, dst_id: d, kind: k, weight: w, provenance: p, evidence: e}, "
+            "!starts_with(e, '+')\n"
+            "?[s, d, k, w, p, e] := *isg_edges{src_id: s, dst_id: d, kind: k, weight: w, provenance: p, evidence: e0}, "
+            "starts_with(e0, '+'), *isg_nodes{id: s, file_path: f, line_start: l}, "
+            "e = concat(f, ':', to_string(l + to_int(slice_string(e0, 1, length(e0)))))",
             immutable=True).rows))
         nodes = sorted(map(tuple, store.run(
             "?[id, f, k, ss, se, ls, le, m] := *isg_nodes{id, file_path: f, kind: k, span_start: ss, span_end: se, "

@@ -117,6 +117,26 @@ def test_incremental_edit_gives_the_graph_of_a_cold_ingest(geo_ws, store, tmp_pa
         cold.close()
 
 
+def test_lines_added_above_an_item_leave_its_edge_rows_as_they_are(geo_ws, store):
+    """A heuristic CALLS edge's evidence is its first call site relative to the caller (`+N`
+    lines below its line_start): an item that only moved keeps every edge row as it was (before,
+    each one was rewritten with its file:line shifted), and the line it names is still the call's."""
+    ingest(geo_ws, store)
+    main = geo_ws / "app/src/main.rs"
+    out_of_main = "?[d, k, w, p, e] := *isg_edges{src_id: 'fn:app/src/main.rs::main', dst_id: d, kind: k, " \
+                  "weight: w, provenance: p, evidence: e}"
+    before = store.run(out_of_main).rows
+    main.write_text("// moved\n// twice\n" + main.read_text())
+    ingest(geo_ws, store, paths=["app/src/main.rs"])
+    assert store.run(out_of_main).rows == before
+    [[first]] = store.run("?[l] := *isg_nodes{id: 'fn:app/src/main.rs::main', line_start: l}").rows
+    lines = main.read_text().splitlines()
+    calls = {d: e for d, k, w, p, e in before if k == "CALLS"}
+    assert calls["fn:app/src/main.rs::report"] == "+3"
+    for dst, ev in calls.items():
+        assert dst.rsplit("::", 1)[1] in lines[first - 1 + int(ev)], (dst, ev)
+
+
 def test_new_file_re_resolves_the_callers_of_its_names(geo_ws, store):
     main = geo_ws / "app/src/main.rs"
     main.write_text(main.read_text().replace("fn main() {", "fn main() {\n    brand_new_helper();"))
