@@ -212,8 +212,8 @@ class Pt:
             raise UsageError(f"{prog.id} writes to the graph, and there is none: {self.missing}")
         script = P.render(self.registry, prog, P.bind_vars(prog, vars or {}))
         P.check_access(prog, script, self.relation_names())
-        if "search_text" in prog.reads and "search_text" not in prog.writes:
-            self._ensure_text_index()
+        if "search_text" in prog.reads and "search_text" not in prog.writes and not prog.id.startswith("ingest."):
+            self._ensure_text_index()  # (ingest programs are what builds it)
         try:
             return self.store.run(script, bound, immutable=prog.read_only)
         except StoreError as exc:
@@ -223,15 +223,18 @@ class Pt:
                 self._relations = None
 
     def _ensure_text_index(self) -> None:
-        """A large ingest defers the full-text index (ingest.defer_text_index); the first program
-        that reads search_text builds it (ingest.build_text_index, ~0.3 ms a node)."""
+        """A large ingest defers the full-text index (ingest.defer_text_index) and `pt ingest`
+        starts its build in the background; the first program that reads search_text waits for
+        that build, or builds what is missing (runner/text_index.py, ~0.3 ms a node)."""
         if "search_text" not in self.relation_names():
             return
-        if any(r.get("pending") for r in self.run("ingest.text_index_state").dicts()):
-            sys.stderr.write("pt: building the full-text index (deferred by the last large ingest)...\n")
+        from . import text_index
+
+        def notice(msg: str) -> None:
+            sys.stderr.write(f"pt: {msg}...\n")
             sys.stderr.flush()
-            with self.store.bulk():
-                self.run("ingest.build_text_index")
+
+        text_index.build(self, notice)
 
     def query(self, program: str, /, **params: Any) -> list[dict]:
         """Rows as dicts; use `run` to pass Jinja vars."""

@@ -159,6 +159,7 @@ def ingest_cmd(c: Ctx, paths: tuple, no_cargo: bool, jobs: int | None, with_hydr
     """Bring the graph up to date with the workspace (or just PATHS); unchanged files are skipped."""
     from .dobby import hooks
     from .dobby.ingest_ray import cluster
+    from . import text_index
     from .ingest import IngestReport, ingest
 
     from .hydrate import HydrateReport
@@ -175,6 +176,11 @@ def ingest_cmd(c: Ctx, paths: tuple, no_cargo: bool, jobs: int | None, with_hydr
             report = ingest(pt.workspace, pt.store, paths=rels or None, use_cargo=not no_cargo,
                             progress=sys.stderr.isatty() and not as_json, jobs=jobs, parse_map=parse_map)
             hydrated = _hydrate(pt, rels, None, as_json) if with_hydrate else None
+            ws, db = pt.workspace, pt.store.path
+        # (started once the graph is closed here: alone with the file, the build can use the
+        # rollback journal, a third faster than WAL for it)
+        if report.text_index == "deferred" and db and text_index.start(ws, db):
+            report.text_index = "background"  # a child process builds it; a search waits for it
     for rel, why in report.files_skipped:
         echo_err(f"pt: skipped {rel}: {why}")
     if as_json:
@@ -185,6 +191,18 @@ def ingest_cmd(c: Ctx, paths: tuple, no_cargo: bool, jobs: int | None, with_hydr
                f"{report.nodes} nodes, {report.edges} edges in {report.elapsed_s:.2f}s")
     if hydrated:
         click.echo(hydrated.summary())
+
+
+@cli.command("text-index")
+@click.option("--lock-fd", type=int, default=None, hidden=True)  # `pt ingest` hands its child the lock
+@pass_ctx
+def text_index_cmd(c: Ctx, lock_fd: int | None) -> None:
+    """Build the full-text index a large ingest deferred (`pt ingest` starts this in the
+    background; a search waits for it); nothing to do when it is built."""
+    from . import text_index
+
+    with c.open() as pt:
+        text_index.build(pt, notice=lambda msg: echo_err(f"pt: {msg}..."), held=lock_fd)
 
 
 def _hydrate(pt: Pt, paths: list[str], budget_s: float | None, as_json: bool):
@@ -429,3 +447,7 @@ def main(argv: list[str] | None = None) -> None:
         first = (str(exc).strip().splitlines() or [""])[0]
         echo_err(f"pt: internal error: {type(exc).__name__}: {first} (set PT_DEBUG=1 for a traceback)")
         sys.exit(3)
+
+
+if __name__ == "__main__":  # (`python -m parseltongue.runner.cli`: pt ingest starts `pt text-index` so)
+    main()

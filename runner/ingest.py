@@ -26,6 +26,7 @@ from ..adapters import cargo, fs
 from ..adapters.store import Store, StoreError
 from ..adapters.treesitter import BinaryFileError, FileFacts, NotUtf8Error, extract
 from . import programs as P
+from . import text_index
 from .api import Pt, named_files, workspace_path
 from .errors import UsageError
 from .output import progress_counter
@@ -49,7 +50,7 @@ class IngestReport:
     nodes: int = 0
     edges: int = 0
     elapsed_s: float = 0.0
-    text_index: str = "updated"  # or "deferred": built by the first program that reads it
+    text_index: str = "updated"  # or "deferred" (built by the first reader), "background" (pt ingest started its build)
     scoped: list = field(default_factory=list)  # the crates of a crate-scoped ingest (others left out)
     timings: dict = field(default_factory=dict)
 
@@ -423,7 +424,7 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
     stored = {} if cold else _stored_hashes(pt, candidates)
     # A large ingest leaves the full-text index to its first reader (runner/api.py): its FTS
     # postings cost about as much as the rest of the ingest put together.
-    defer_text = len(candidates) >= TEXT_DEFER_MIN_FILES or _text_pending(pt)
+    defer_text = len(candidates) >= TEXT_DEFER_MIN_FILES or text_index.pending(pt)
     run = _Update(pt, ws, report, timings, cold=cold, stored=stored, defer_text=defer_text,
                   jobs=jobs or os.cpu_count() or 1, progress=progress, parse_map=parse_map)
     # A large ingest writes with the rollback journal: WAL would write every page twice.
@@ -434,7 +435,7 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
         report.files_parsed = len(set(changed) - skipped)
         report.files_unchanged = len(current) - report.files_parsed - len(skipped)
         report.files_removed = len(deleted)
-        report.text_index = "deferred" if (run.text_deferred or (defer_text and _text_pending(pt))) else "updated"
+        report.text_index = "deferred" if (run.text_deferred or (defer_text and text_index.pending(pt))) else "updated"
         run.resolve(changed, deleted)
 
     if paths is None:  # counting reads two indexes; a few-file update skips it to stay fast
@@ -500,10 +501,6 @@ def _stored_layout(pt: Pt, ws: Path) -> cargo.Layout | None:
         else:
             targets.append(cargo.Target(r["root"], r["name"], r["kind"], r["src_path"], r["root_dir"]))
     return cargo.Layout(ws, crates, targets) if crates else None
-
-
-def _text_pending(pt: Pt) -> bool:
-    return any(r.get("pending") for r in pt.query("ingest.text_index_state"))
 
 
 def _stored_hashes(pt: Pt, files: list[str]) -> dict[str, str]:

@@ -100,6 +100,36 @@ def test_text_index_follows_an_edit(geo, geo_ws):
     assert all(h["id"] != "fn:geo/src/units.rs::scale" for h in geo.query("retrieval.search", query="scale"))
 
 
+def test_pt_ingest_builds_a_deferred_text_index_in_the_background(geo_ws, monkeypatch):
+    """A large `pt ingest` defers the full-text index and starts its build in a child process;
+    the first search waits for that build instead of building the index itself, and finds what
+    an ingest that indexed as it went finds."""
+    from click.testing import CliRunner
+
+    from parseltongue.runner import ingest as ingest_mod
+    from parseltongue.runner import text_index
+    from parseltongue.runner.cli import cli
+
+    monkeypatch.setattr(ingest_mod, "TEXT_DEFER_MIN_FILES", 1)  # the fixture counts as large
+    r = CliRunner().invoke(cli, ["-C", str(geo_ws), "ingest", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["text_index"] == "background"
+    built_here = []
+    monkeypatch.setattr(text_index, "_write", lambda pt: built_here.append(pt))
+    pt = Pt.open(geo_ws)
+    try:
+        hits = [h["id"] for h in pt.query("retrieval.search", query="total")]  # waits for the child
+        assert not built_here and not text_index.pending(pt)
+        want = open_store("mem")
+        try:
+            ingest(geo_ws, want)  # small: indexed batch by batch
+            assert hits and hits == [h["id"] for h in Pt(geo_ws, want).query("retrieval.search", query="total")]
+        finally:
+            want.close()
+    finally:
+        pt.close()
+
+
 def test_search_accepts_any_text(geo):
     for q in ['"', "(a OR", "NEAR/2 x", "!!", "`Vec<u8>`::len()", "ünïcödé 名前"]:
         geo.query("retrieval.search", query=q)  # never an FTS syntax error

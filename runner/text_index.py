@@ -1,0 +1,91 @@
+"""The full-text index (search_text) a large ingest deferred, built in the background.
+
+A large ingest leaves search_text for later (ingest.defer_text_index): its postings cost about
+as much as the rest of a cold ingest. `pt ingest` then starts its build as a process of its own
+(`start` runs `pt text-index`) and returns; that writes the index in batches of files
+(`retrieval.index_text`), one transaction each, so a `pt watch` or `pt run fix` that writes meanwhile waits for one batch,
+not for the whole build; `ingest.build_text_index` then adds what changed meanwhile and clears
+the pending mark. The first program that reads search_text (runner/api.py) calls `build`: it
+waits for a build in progress (the lock file `<db>.text-index.lock`), then builds what is still
+missing itself.
+
+    from parseltongue.runner import text_index
+    text_index.start(ws, db)  # after a large ingest: a child process builds it (True if started)
+    text_index.build(pt)      # before reading search_text: wait for it, or build it here
+(`pt` is a runner.api.Pt; api.py imports this module, not the other way round.)
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BATCH_FILES = 300  # files per transaction of the background build
+
+
+def pending(pt) -> bool:
+    return any(r.get("pending") for r in pt.query("ingest.text_index_state"))
+
+
+def _lock(db: str, wait: bool) -> int | None:
+    """An exclusive lock on `<db>.text-index.lock`: its fd, or None if another process holds it
+    and `wait` is False."""
+    fd = os.open(db + ".text-index.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def start(workspace: Path, db: str) -> bool:
+    """Start the background build of the index a large ingest deferred, in the sqlite file `db`.
+    The lock is taken here and handed to the child, so a reader that comes right after waits for
+    it instead of building the index a second time. False: a build runs already."""
+    fd = _lock(db, wait=False)
+    if fd is None:
+        return False
+    try:
+        subprocess.Popen([sys.executable, "-m", "parseltongue.runner.cli", "-C", str(workspace), "--db", db,
+                          "text-index", "--lock-fd", str(fd)], pass_fds=(fd,), start_new_session=True, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finally:
+        os.close(fd)  # the child holds the lock now (the same open file description)
+    return True
+
+
+def build(pt, notice=None, held: int | None = None) -> None:
+    """Make sure search_text is built: wait for a background build, then build what is left.
+    `held`: the fd of the lock, already held (the background build, handed it by `start`)."""
+    fd = held
+    try:
+        if not pending(pt):
+            return
+        if pt.store.engine != "sqlite":
+            pt.run("ingest.build_text_index")
+            return
+        if fd is None:
+            fd = _lock(pt.store.path, wait=False)
+        if fd is None:
+            if notice:
+                notice("waiting for the full-text index (being built in the background after the last large ingest)")
+            fd = _lock(pt.store.path, wait=True)
+        if pending(pt):
+            if notice:
+                notice("building the full-text index (deferred by the last large ingest)")
+            _write(pt)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _write(pt) -> None:
+    # (rollback journal when no other process has the file open: WAL writes each page twice)
+    with pt.store.bulk():
+        files = [r["file_path"] for r in pt.query("ingest.text_files")]
+        for i in range(0, len(files), BATCH_FILES):
+            pt.run("retrieval.index_text", {"files": files[i:i + BATCH_FILES]})
+        pt.run("ingest.build_text_index")  # what changed meanwhile; clears the pending mark
