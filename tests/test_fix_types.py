@@ -132,3 +132,13 @@ def test_a_trait_import_joins_the_root_import_of_its_module(tmp_path):
     assert (ws / "src/lib.rs").read_text() == _fixed(
         "fix_trait_import", "src/lib.rs", ("use shapes::Square;", "use shapes::{Area, Square};"))
     assert_compiles(ws)
+
+
+def test_a_deref_of_a_plain_value_goes(tmp_path):
+    """E0614 (patterns.plain_deref): `*x` where `.copied()` already gives a `u32`, `*f` of a `u64`
+    read out of a Vec - the `*` goes; rustc suggests nothing."""
+    ws, rep = fix_fixture(tmp_path, "fix_plain_deref")
+    assert rep["outcome"] == "fixed", rep
+    assert (ws / "src/lib.rs").read_text() == _fixed(
+        "fix_plain_deref", "src/lib.rs", ("s += *x;", "s += x;"), ("    *f + 1", "    f + 1"))
+    assert_compiles(ws)
