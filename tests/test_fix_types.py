@@ -68,7 +68,8 @@ def test_a_type_changed_at_a_declaration_is_changed_back_there_not_cast_at_each_
         ("const WINDOW: u32 = 4;", "const WINDOW: usize = 4;"),
         ("fn blank(n: u32)", "fn blank(n: usize)"),
         ("let mut sum: u32 = 0;", "let mut sum: u64 = 0;"),
-        ("    seen: u32,", "    seen: usize,"))
+        ("    seen: u32,", "    seen: usize,"),
+        ("fn resize(&mut self, size: u32)", "fn resize(&mut self, size: usize)"))
     assert_compiles(ws)
 
 
