@@ -46,13 +46,16 @@ def test_fill_placeholder_unused_bindings(tmp_path):
 def test_restore_field(tmp_path):
     """Fields a literal, a read, an assignment and a pattern use but the struct lacks (E0560, E0609,
     E0026) are declared again - with the types the uses imply, where the literal's order puts
-    them - and no use is deleted; a struct gone whole (E0422) is declared from its literal."""
+    them, or the reads imply (`+=` a `u64`, a condition, a getter's `&str`) - and no use is
+    deleted; a struct gone whole (E0422) is declared from its literal."""
     ws, rep = fix_fixture(tmp_path, "fix_restore_field")
     assert rep["outcome"] == "fixed", rep
     original = (FIXTURES / "fix_restore_field/src/lib.rs").read_text()
     expected = (original.replace("    pub mother: u32,\n", "    pub mother: u32,\n    pub father: u64,\n")
                 .replace("    pub name: String,\n", "    pub name: String,\n    pub size: usize,\n    pub owner: String,\n")
-                .replace("pub fn corner(", "struct Corner {\n    w: u16,\n    h: u16,\n    label: &'static str,\n}\n\npub fn corner("))
+                .replace("pub fn corner(", "struct Corner {\n    w: u16,\n    h: u16,\n    label: &'static str,\n}\n\npub fn corner(")
+                .replace("    pub hits: u64,\n", "    pub hits: u64,\n    pub total: u64,\n    pub enabled: bool,\n    pub name: String,\n")
+                .replace("    pub start: usize,\n", "    pub start: usize,\n    pub text: &'a str,\n"))
     assert (ws / "src/lib.rs").read_text() == expected
     assert_compiles(ws)
 
@@ -121,5 +124,17 @@ def test_static_pattern(tmp_path):
     original = (FIXTURES / "fix_static_pattern/src/lib.rs").read_text()
     expected = (original.replace('        LIMIT => "limit",', '        v if v == LIMIT => "limit",')
                 .replace("        LIMIT if strict => true,", "        value if value == LIMIT && strict => true,"))
+    assert (ws / "src/lib.rs").read_text() == expected
+    assert_compiles(ws)
+
+
+def test_variant_field(tmp_path):
+    """An enum's struct variant missing a field, in a literal (E0063, rustc names the enum) and in a
+    pattern (E0027): the variant's declaration gives the fields."""
+    ws, rep = fix_fixture(tmp_path, "fix_variant_field")
+    assert rep["outcome"] == "fixed", rep
+    original = (FIXTURES / "fix_variant_field/src/lib.rs").read_text()
+    expected = (original.replace("    Event::Click { x }\n", "    Event::Click { x, y }\n")
+                .replace("        Event::Click { x } => *x,", "        Event::Click { x, y: _ } => *x,"))
     assert (ws / "src/lib.rs").read_text() == expected
     assert_compiles(ws)
