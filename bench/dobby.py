@@ -108,7 +108,8 @@ def main() -> int:
                 if time.monotonic() > deadline or daemon.poll() is not None:
                     raise RuntimeError("Dobby did not start")
                 time.sleep(0.3)
-        client.call(base["SOCKET_PATH"], "open_worker", {"kind": "cpu", "ra": True, "workspace": str(ws)}, timeout=300)
+        client.call(base["SOCKET_PATH"], "open_worker", {"kind": "cpu", "ra": True, "workspace": str(ws)}, timeout=300,
+                    on_progress=lambda p: None)
         commands = {
             "two_hop": ["query", "two_hop", "-p", f'seeds=["{SEED}"]'],
             "fix": ["run", "fix", "--seed", "src/report.rs", "--dry-run"],
