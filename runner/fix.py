@@ -193,9 +193,14 @@ class _Run:
                                                 "head": self.head(new)}).dicts()[0]
         row["new_errors"], row["signature"] = rec["new_errors"], rec["signature"]
         self.signature[(rnd, plan.cand)] = rec["signature"]
-        self.say(f"  [{rnd}.{ord_}] {plan.pattern.removeprefix('patterns.')}: {plan.note[:70]} -> "
+        tag = ord_ if ord_ >= 0 else f"c{ord_ + 1000}"  # combinations (fix.combine) come first
+        self.say(f"  [{rnd}.{tag}] {plan.pattern.removeprefix('patterns.')}: {plan.note[:70]} -> "
                  f"{rep.verdict}, {errors_after} error{'s' * (errors_after != 1)} left")
-        return {"round": rnd, "row": row, "texts": new, "run": run}
+        cargo_diags = [d for d in rep.diagnostics if d["stage"] == "cargo"]
+        return {"round": rnd, "row": row, "texts": new, "run": run,
+                "nodes": {d["seq"]: d["node_id"] for d in cargo_diags},  # cargo's diagnostic -> PreFlight's node
+                "new_errors": sorted({(d["file_path"], d["line"], d["node_id"]) for d in cargo_diags
+                                      if d["is_new"] and d["severity"] == "error"})}
 
     def llm_plans(self, rnd: int, errors: list, feedback: list | None, budget: int) -> list:
         from ..adapters import llm
@@ -225,21 +230,56 @@ class _Run:
         return [_Plan(f"llm/{rnd}/{len(feedback or [])}", 5, "llm", -1, "LLM edit", edits)] if edits else []
 
     # -- a round
-    def round(self, rnd: int, check: cargo.CargoRun) -> tuple[dict, dict | None, str]:
+    def combine(self, rnd: int, plans: list, errors_before: int, nodes: list, attempts: dict) -> None:
+        """Prove the disjoint best candidates of several diagnostics as one (fix.combine); when
+        that is not worth keeping, the smaller combinations fix.split names, up to the policy's
+        combine_tries. Each is recorded like any candidate (pattern `combined`)."""
+        members = [[r["ord"], r["diag"]] for r in self.flow.query(
+            self.pt, "combine", run_id=self.run_id, round=rnd, nodes=nodes,
+            edits=[[i, p.diag, *e] for i, p in enumerate(plans) if p.diag >= 0 for e in p.edits])]
+        queue = [members] if members else []
+        tries = 0
+        while queue and tries < int(self.policy["combine_tries"]):
+            members = queue.pop(0)
+            parts = [plans[o] for o, _ in members]
+            edits = list(dict.fromkeys(e for p in parts for e in p.edits))  # identical edits are one
+            cand = f"combined/{tries}"
+            plan = _Plan(cand, max(p.tier for p in parts), "combined", -1,
+                         f"{len(parts)} diagnostics at once: " + "; ".join(p.note for p in parts), edits)
+            got = self.try_one(rnd, tries - 1000, plan, errors_before)
+            tries += 1
+            if got is None:
+                continue
+            attempts[cand] = got
+            run = got["run"]
+            left = [[d.file, d.code, d.message] for d in (run.diagnostics if run else []) if d.severity == "error"]
+            groups: dict[int, list] = {}
+            for r in self.flow.query(self.pt, "split", run_id=self.run_id, round=rnd, cand=cand, members=members,
+                                     errors_after=left, new_errors=[list(e) for e in got["new_errors"]], nodes=nodes,
+                                     allow_signature_change=self.opts.allow_signature_change):
+                groups.setdefault(r["group"], []).append(r["ord"])
+            by_ord = dict((o, d) for o, d in members)
+            queue = [[[o, by_ord[o]] for o in g] for _, g in sorted(groups.items())] + queue
+
+    def round(self, rnd: int, check: cargo.CargoRun, nodes: list | None = None) -> tuple[dict, dict | None, str]:
         """Facts, candidates in plan order until the rules say stop, the LLM when the rules say
-        ask, then the round's outcome. -> (fix.round_outcome row, the champion's attempt, why
-        trying stopped)."""
+        ask, then the round's outcome. `nodes`: [diag, node_id] PreFlight gave the round's errors
+        (a later round's, whose files the graph no longer describes). -> (fix.round_outcome row,
+        the champion's attempt, why trying stopped)."""
+        nodes = nodes or []
         errors = [d for d in check.diagnostics if d.severity == "error"]
         put_facts(self.pt, self.run_id, rnd, errors, self.tree)
         plans = self.plans(rnd)
         self.say(f"round {rnd}: {len(errors)} error{'s' * (len(errors) != 1)}, {len(plans)} candidate"
                  f"{'s' * (len(plans) != 1)}")
         attempts: dict[str, dict] = {}
+        self.combine(rnd, plans, len(errors), nodes, attempts)
         order = [[i, p.tier] for i, p in enumerate(plans)]
         after = -1
         while True:
             nxt = self.flow.query(self.pt, "next", run_id=self.run_id, round=rnd, plan=order, after=after,
-                                  max_candidates=self.opts.max_candidates)[0]
+                                  max_candidates=self.opts.max_candidates,
+                                  allow_signature_change=self.opts.allow_signature_change)[0]
             if nxt["ord"] < 0:
                 stop = nxt["stop"]
                 break
@@ -297,9 +337,9 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
         raise UsageError(f"cargo check failed without a diagnostic: {check.stderr_tail.strip().splitlines()[-1:] or '?'}")
 
     chain: list[dict] = []  # the champions, round by round
-    current, rnd = check, 0
+    current, rnd, nodes = check, 0, []
     while errors0:
-        out, best, stop = run.round(rnd, current)
+        out, best, stop = run.round(rnd, current, nodes)
         report.rounds.append({"round": rnd, "errors": [diag_dict(d) for d in current.diagnostics if d.severity == "error"],
                               "candidates": [dict(c, signature=run.signature.get((rnd, c["cand"]), []))
                                              for c in run.flow.query(pt, "candidates", run_id=run.run_id, round=rnd)],
@@ -309,6 +349,8 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
         chain.append(best)
         run.tree.changed.update(best["texts"])
         current = best["run"]
+        seqs = [seq for seq, d in enumerate(current.diagnostics) if d.severity == "error"]
+        nodes = [[i, best["nodes"].get(seq, "")] for i, seq in enumerate(seqs)]
         if not out["next_round"]:
             break
         rnd += 1

@@ -1,7 +1,9 @@
 """`pt run fix` end to end: real cargo, real PreFlight mirror, the real CLI in a subprocess.
 
 Fixtures: examples/shapes (the README demo: a missing import), tests/fixtures/fix_flow (two
-errors, the second - a borrow-check error - only visible once the first is fixed), and
+errors, the second - a borrow-check error - only visible once the first is fixed),
+tests/fixtures/fix_many (fifteen independent errors of mixed kinds in two files: fixed together;
+fixed/ holds the reviewed fixed texts), and
 tests/fixtures/fix_none (a call to a function that exists nowhere: no pattern can fix it; the
 LLM tests answer it through a fake Messages API on loopback, with the real anthropic client).
 """
@@ -84,6 +86,49 @@ def test_two_rounds_json_and_report(tmp_path):
     pats = json.loads(_pt(ws, "query", "fix_report", "-v", "section=patterns", "--json").stdout)
     applied = {row["pattern"]: row["times_applied"] for row in pats["rows"]}
     assert sum(applied.values()) == 2
+
+
+def _rounds(doc: dict) -> list:
+    return [[(c["cand"], c["verdict"]) for c in rd["candidates"]] for rd in doc["rounds"]]
+
+
+def test_independent_errors_are_fixed_together(tmp_path):
+    """Fifteen errors in fifteen functions (a missing `mut`, misspelt methods and names, a missing
+    import, borrow, `?`, field, `pub` ...): one combined candidate proves them all at once - one
+    round, one PreFlight - where one candidate at a time took three rounds and left one."""
+    ws = _copy(FIXTURES / "fix_many", tmp_path)
+    r = _pt(ws, "run", "fix", "--seed", "src/lib.rs", "--yes", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["outcome"] == "fixed" and doc["errors_left"] == []
+    assert len(doc["errors_before"]) == 15
+    assert len({(e["file"], e["code"]) for e in doc["errors_before"]}) >= 8  # mixed kinds, two files
+    assert len(doc["rounds"]) <= 2
+    first = doc["rounds"][0]
+    assert first["stopped"] == "combined" and first["champion"]["cand"] == "combined/0"
+    assert first["candidates"][0]["note"].startswith("15 diagnostics at once")
+    for name in ("lib.rs", "shapes.rs"):
+        assert (ws / "src" / name).read_text() == (FIXTURES / "fix_many" / "fixed" / f"{name}.txt").read_text(), name
+    assert _cargo_ok(ws)
+
+
+def test_a_failing_member_is_split_off_not_one_at_a_time(tmp_path):
+    """A sixteenth error whose only candidate breaks its function (`port: Default::default()` for
+    a field whose type has no Default): the combination of all sixteen fails, fix.split keeps the
+    fifteen members whose errors went away without a new one, and those pass together."""
+    ws = _copy(FIXTURES / "fix_many", tmp_path)
+    with (ws / "src/lib.rs").open("a") as f:
+        f.write("\npub struct Port(pub u16);\n\npub struct Endpoint {\n    pub host: String,\n    pub port: Port,\n}\n\n"
+                "pub fn endpoint(host: &str) -> Endpoint {\n    Endpoint { host: host.to_string() }\n}\n")
+    r = _pt(ws, "run", "fix", "--seed", "src/lib.rs", "--dry-run", "--partial", "--json")
+    doc = json.loads(r.stdout)
+    assert doc["outcome"] == "partial", r.stderr
+    assert len(doc["errors_before"]) == 16
+    assert _rounds(doc)[0][:2] == [("combined/0", "failed"), ("combined/1", "passed")]
+    assert doc["rounds"][0]["candidates"][1]["note"].startswith("15 diagnostics at once")
+    assert doc["rounds"][0]["champion"]["cand"] == "combined/1"
+    assert [(e["code"], e["message"]) for e in doc["errors_left"]] == [
+        ("E0063", "missing field `port` in initializer of `Endpoint`")]
 
 
 def test_no_safe_fix_writes_nothing_and_explains(tmp_path):
