@@ -300,6 +300,40 @@ class CargoJob:
         return CargoRun(diags, ok, proc.returncode, elapsed, timed_out, "\n".join(err.splitlines()[-20:]), tests)
 
 
+@dataclass(frozen=True)
+class Features:
+    """Which cargo features a check compiles: `--features a,b`, `--all-features`,
+    `--no-default-features` (the defaults when all are empty)."""
+    names: tuple = ()
+    all: bool = False
+    no_default: bool = False
+
+    def args(self) -> list:
+        return ((["--features", ",".join(self.names)] if self.names else []) + (["--all-features"] if self.all else [])
+                + (["--no-default-features"] if self.no_default else []))
+
+    def key(self) -> str:
+        """'' for cargo's defaults; else what a stored check of one tree is keyed by, besides its scope."""
+        return " ".join(self.args())
+
+    def as_dict(self) -> dict:
+        return {"features": list(self.names), "all_features": self.all, "no_default_features": self.no_default}
+
+
+def features_table(workspace: Path, manifest: str) -> list:
+    """[[feature, what it enables], ...] of a crate's `[features]` table (`default` included), from
+    its manifest; [] when it has none or cannot be read."""
+    import tomllib
+
+    try:
+        data = tomllib.loads((workspace / manifest).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []
+    table = data.get("features") or {}
+    return [[str(k), str(v)] for k, vs in sorted(table.items()) if isinstance(vs, list) for v in vs] + \
+        [[str(k), ""] for k, vs in sorted(table.items()) if not vs]
+
+
 def _selection(packages: list | None) -> list:
     if not packages:
         return ["--workspace"]
@@ -307,11 +341,13 @@ def _selection(packages: list | None) -> list:
 
 
 def start_check(workspace: Path, *, packages: list | None = None, all_targets: bool = False,
-                target_dir: Path | None = None, timeout: float = 600.0) -> CargoJob:
+                features: Features = Features(), target_dir: Path | None = None, timeout: float = 600.0) -> CargoJob:
     """Start `cargo check --message-format=json` (offline) on the given packages, or the whole workspace."""
-    cmd = ["cargo", "check", "--offline", "--message-format=json", *_selection(packages)]
+    cmd = ["cargo", "check", "--offline", "--message-format=json", *_selection(packages), *features.args()]
     if all_targets:
-        cmd.append("--all-targets")
+        # --keep-going: one failing target (a bench) must not hide the errors of the others (a
+        # test, an example) - a fix of one would then "reveal" the next as a new error.
+        cmd += ["--all-targets", "--keep-going"]
     return CargoJob(cmd, workspace, target_dir, timeout, workspace)
 
 
@@ -321,11 +357,11 @@ def check(workspace: Path, **kw) -> CargoRun:
 
 
 def run_tests(workspace: Path, *, packages: list | None = None, filters: list | None = None,
-              target_dir: Path | None = None, timeout: float = 900.0) -> CargoRun:
+              features: Features = Features(), target_dir: Path | None = None, timeout: float = 900.0) -> CargoRun:
     """`cargo test` of the tests whose names contain one of `filters`; compile errors come as
     diagnostics, each failed test as an error diagnostic `test-failed`."""
     cmd = ["cargo", "test", "--offline", "--no-fail-fast", "--message-format=json", *_selection(packages),
-           "--", *(filters or [])]
+           *features.args(), "--", *(filters or [])]
     run = CargoJob(cmd, workspace, target_dir, timeout, workspace).wait()
     for t in run.tests:
         if t.outcome == "FAILED":

@@ -314,6 +314,7 @@ def ra_config(
     experimental_diagnostics: bool = False,
     watch: bool = False,
     no_sysroot: bool | None = None,
+    features: Any = None,
 ) -> dict[str, Any]:
     """The ``rust-analyzer`` config section pt uses, in the 2022 key names
     (newer builds translate ``checkOnSave.*`` themselves; ``cache.warmup`` became
@@ -349,6 +350,15 @@ def ra_config(
         "files": {"watcher": "server" if watch else "client", "excludeDirs": [".parseltongue"]},
         "lens": {"enable": False},
     }
+    if features is not None:  # an adapters.cargo.Features: what cargo checks, RA analyses
+        # Both spellings: the 2022 build reads `allFeatures` (and rejects "all" for `features`,
+        # keeping its default for that key alone); newer builds read `features: "all"`.
+        if features.all:
+            config["cargo"].update({"allFeatures": True, "features": "all"})
+        elif features.names:
+            config["cargo"]["features"] = list(features.names)
+        if features.no_default:
+            config["cargo"]["noDefaultFeatures"] = True
     manifest = workspace / "Cargo.toml"
     if manifest.is_file():
         # Explicit project: no discovery walking into e.g. .parseltongue/mirror.
@@ -1330,13 +1340,14 @@ SessionSource = Callable[[Path, float], "RaSession | None"]
 
 @contextlib.contextmanager
 def session_over(root: Path | str, ready_timeout: float, request_timeout: float = 10.0,
-                 source: SessionSource | None = None) -> Iterator[RaSession]:
-    """A running session over `root`: `source`'s (left running), else a new one, shut down on exit."""
-    lent = source(Path(root), ready_timeout) if source else None
+                 source: SessionSource | None = None, config: dict[str, Any] | None = None) -> Iterator[RaSession]:
+    """A running session over `root`: `source`'s (left running), else a new one, shut down on exit.
+    A `config` of its own (other cargo features) always gets a new session."""
+    lent = source(Path(root), ready_timeout) if source and config is None else None
     if lent is not None:
         yield lent
         return
-    session = open_session(root, request_timeout=request_timeout, ready_timeout=ready_timeout)
+    session = open_session(root, config=config, request_timeout=request_timeout, ready_timeout=ready_timeout)
     try:
         yield session
     finally:

@@ -30,9 +30,14 @@ def run_group() -> None:
 @click.option("--llm", type=click.Choice(["auto", "none", "anthropic", "local"]), default="auto", show_default=True,
               help="Ask an LLM when the patterns find nothing (auto: anthropic when ANTHROPIC_API_KEY is set; $PT_LLM overrides).")
 @click.option("--model", metavar="NAME", help="LLM model (anthropic model name or GGUF path; default $PT_LLM_MODEL).")
+@click.option("--features", "features", multiple=True, metavar="A,B",
+              help="Cargo features to check with (every cargo check and rust-analyzer); repeatable or comma-separated.")
+@click.option("--all-features", is_flag=True, help="Check with every feature of the crates.")
+@click.option("--no-default-features", is_flag=True, help="Check without the default features.")
 @click.option("--json", "as_json", is_flag=True, help="The whole run as one JSON document on stdout.")
 @click.pass_obj
-def fix_cmd(c, seed, yes, dry_run, max_rounds, max_candidates, allow_signature_change, partial, llm, model, as_json) -> None:
+def fix_cmd(c, seed, yes, dry_run, max_rounds, max_candidates, allow_signature_change, partial, llm, model,
+            features, all_features, no_default_features, as_json) -> None:
     """Find the errors of SEED's crate, try rustc's suggestions and the fix patterns (then an LLM,
     when configured), prove each candidate compiles in a mirror, and apply the best one."""
     from ..adapters import llm as llm_adapter
@@ -44,7 +49,9 @@ def fix_cmd(c, seed, yes, dry_run, max_rounds, max_candidates, allow_signature_c
         raise UsageError(str(exc)) from None
     opts = FixOptions(seed=seed, dry_run=dry_run, max_rounds=max_rounds or -1, max_candidates=max_candidates or -1,
                       allow_signature_change=allow_signature_change, partial=partial,
-                      llm=None if cfg.provider == "none" else cfg)
+                      llm=None if cfg.provider == "none" else cfg,
+                      features=sorted({f for arg in features for f in arg.replace(",", " ").split()}),
+                      all_features=all_features, no_default_features=no_default_features)
     from .dobby import hooks
     from .fix import FixReport
 
@@ -60,7 +67,7 @@ def fix_cmd(c, seed, yes, dry_run, max_rounds, max_candidates, allow_signature_c
         emit(rep.as_dict(), True)
     else:
         _print(rep)
-    if rep.outcome not in ("fixed", "would-fix", "no-errors"):
+    if rep.outcome not in ("fixed", "would-fix", "no-errors"):  # not-compiled too: nothing was checked
         raise SystemExit(1)
 
 
@@ -74,6 +81,13 @@ def _print(rep) -> None:
     n = len(rep.errors_before)
     if rep.outcome == "no-errors":
         click.echo(f"{rep.seed}: no errors in the crate and targets it belongs to; nothing to fix")
+        return
+    if rep.outcome == "not-compiled":
+        click.echo(f"{rep.seed}: no errors, but the check did not compile all of it:")
+        for g in rep.needs_features:
+            click.echo(f"  {', '.join(g['items'])}: only with feature `{g['feature']}`")
+        need = ",".join(g["feature"] for g in rep.needs_features)
+        click.echo(f"run again with --features {need} (or --all-features) to check it")
         return
     chain = [r for r in rep.rounds if r["champion"]]
     if rep.diff:  # a change was offered: its diff, then what each round contributed to it

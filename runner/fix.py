@@ -52,6 +52,12 @@ class FixOptions:
     allow_signature_change: bool = False
     partial: bool = False  # apply a change that removes some errors but not all
     llm: object = None  # adapters.llm.LlmConfig, or None for the deterministic engine alone
+    features: list = field(default_factory=list)  # cargo --features, for every check (round 0 and PreFlight)
+    all_features: bool = False
+    no_default_features: bool = False
+
+    def cargo_features(self) -> cargo.Features:
+        return cargo.Features(tuple(self.features), self.all_features, self.no_default_features)
 
 
 @dataclass
@@ -71,6 +77,8 @@ class FixReport:
     warnings: list = field(default_factory=list)
     explanation: list = field(default_factory=list)  # per node, the errors nothing fixed
     findings: list = field(default_factory=list)  # A4 anti-patterns near the errors / in the change (advice)
+    features: dict = field(default_factory=dict)  # the cargo features every check used (FixOptions)
+    needs_features: list = field(default_factory=list)  # outcome not-compiled: features the seed's code needs
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -124,7 +132,7 @@ class _Run:
     def preflight(self, cand):
         t0 = time.perf_counter()
         rep = run_preflight(self.pt, cand, error_gate=self.policy["error_gate"],
-                            max_new_warnings=int(self.policy["max_new_warnings"]))
+                            max_new_warnings=int(self.policy["max_new_warnings"]), features=self.opts.cargo_features())
         self.timings["preflight_s"] += time.perf_counter() - t0
         return rep
 
@@ -328,13 +336,21 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
     run.load_library()
 
     t0 = time.perf_counter()
-    check, _, mirror_notes = check_tree(pt, [seed], early)
+    check, _, mirror_notes = check_tree(pt, [seed], early, opts.cargo_features())
     run.warnings += mirror_notes
     run.timings["check_s"] += time.perf_counter() - t0
     errors0 = [d for d in check.diagnostics if d.severity == "error"]
     report = FixReport(run.run_id, seed, "no-errors", [diag_dict(d) for d in errors0], [], [])
+    if errors0 and all(d.code == "cargo" and not d.file for d in errors0):  # cargo itself refused: flags, manifest
+        raise UsageError(f"cargo check failed: {errors0[0].message.removeprefix('error: ')}")
     if not errors0 and check.success is False:
         raise UsageError(f"cargo check failed without a diagnostic: {check.stderr_tail.strip().splitlines()[-1:] or '?'}")
+    feats = opts.cargo_features()
+    report.features = feats.as_dict()
+    if not errors0:  # nothing to fix - unless the checks never compiled the seed's code
+        report.needs_features = run.flow.query(
+            pt, "gated", seed=seed, features=list(feats.names), all_features=feats.all,
+            no_default_features=feats.no_default, table=cargo.features_table(pt.workspace, _manifest_of(pt.workspace, seed)))
 
     chain: list[dict] = []  # the champions, round by round
     current, rnd, nodes = check, 0, []
@@ -358,7 +374,7 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
     left = [d for d in current.diagnostics if d.severity == "error"] if chain else errors0
     report.errors_left = [diag_dict(d) for d in left]
     facts = {"errors_before": len(errors0), "errors_left": len(left), "rounds_fixed": len(chain),
-             "partial": opts.partial, "dry_run": opts.dry_run}
+             "partial": opts.partial, "dry_run": opts.dry_run, "gated": len(report.needs_features)}
     decision = run.flow.query(pt, "outcome", **facts)[0]
     applied: list = []
     offered = None
@@ -392,7 +408,7 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
     run.flow.run(pt, "close", {
         "run_id": run.run_id, "seed": seed, "started_at": time.time() - run.timings["total_s"],
         "diagnostics": report.errors_before, "rounds": len(report.rounds), "applied": applied,
-        "tokens": run.tokens, "outcome": report.outcome, "timings": run.timings})
+        "tokens": run.tokens, "outcome": report.outcome, "timings": run.timings, **report.features})
     return report
 
 
@@ -414,6 +430,14 @@ def _seed_path(ws: Path, seed: str) -> str:
     if not rel.endswith(".rs"):
         raise UsageError(f"seed {seed} is not a .rs file")
     return rel
+
+
+def _manifest_of(ws: Path, seed: str) -> str:
+    """The Cargo.toml of the package holding SEED: the nearest one above it."""
+    d = (ws / seed).parent
+    while d != ws and not (d / "Cargo.toml").is_file() and ws in d.parents:
+        d = d.parent
+    return (d / "Cargo.toml").relative_to(ws).as_posix()
 
 
 def _ensure_graph(pt: Pt, seed: str, progress: Callable[[str], None]) -> EarlyCheck | None:

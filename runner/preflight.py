@@ -91,21 +91,24 @@ class PreflightReport:
 class Scope:
     crates: list  # [] = the whole workspace
     all_targets: bool
+    features: cargo.Features = cargo.Features()  # passed through to every cargo run (and rust-analyzer)
 
     def key(self) -> str:
         """What a stored cargo baseline of one tree is keyed by, besides the tree digest."""
-        return "cargo:" + (",".join(self.crates) or "*") + (":all-targets" if self.all_targets else "")
+        return ("cargo:" + (",".join(self.crates) or "*") + (":all-targets" if self.all_targets else "")
+                + (":" + self.features.key() if self.features.key() else ""))
 
 
 def _policy(pt: Pt) -> dict:
     return {r["key"]: r["value"] for r in flow("preflight").query(pt, "policy")}
 
 
-def _scope(pt: Pt, files: list) -> Scope:
-    """What to check for edits of `files` (a rule: crates, the policy's override, targets)."""
+def _scope(pt: Pt, files: list, features: cargo.Features) -> Scope:
+    """What to check for edits of `files` (a rule: crates, the policy's override, targets), with
+    the features the caller asked for."""
     rows = flow("preflight").query(pt, "scope", files=files)
     crates = sorted(r["crate"] for r in rows)
-    return Scope([] if (not rows or "*" in crates) else crates, any(r["all_targets"] for r in rows))
+    return Scope([] if (not rows or "*" in crates) else crates, any(r["all_targets"] for r in rows), features)
 
 
 def _diag_rows(cand: Candidate, diags: list) -> list:
@@ -178,8 +181,11 @@ class _Runner:
         t0 = time.perf_counter()
         timeout = float(self.policy["timeout_ra_s"])
         self.to_baseline()  # RA reads every file it is not given from the mirror's disk
-        try:  # a warm session when the graph's owner lends one (Dobby), else a new one for this run
-            with ra.session_over(self.mirror.root, timeout, timeout, self.pt.ra_source) as session:
+        # a warm session when the graph's owner lends one (Dobby), else a new one for this run; a
+        # lent session analyses the default features, so other features get their own
+        config = ra.ra_config(self.mirror.root, features=self.scope.features) if self.scope.features.key() else None
+        try:
+            with ra.session_over(self.mirror.root, timeout, timeout, self.pt.ra_source, config=config) as session:
                 with session.overlay(texts) as ov:
                     cand_diags = ov.diagnostics(timeout)
                 bases = {f.path: f.base.decode("utf-8") for f in self.cand.files if f.path in texts and f.base is not None}
@@ -212,7 +218,7 @@ class _Runner:
     # -- stage cargo: cargo check
     def start_cargo(self) -> cargo.CargoJob:
         return cargo.start_check(self.mirror.root, packages=self.scope.crates or None,
-                                 all_targets=self.scope.all_targets,
+                                 all_targets=self.scope.all_targets, features=self.scope.features,
                                  target_dir=self.mirror.target_dir, timeout=float(self.policy["timeout_cargo_s"]))
 
     def cargo(self, meanwhile=None, last: bool = False) -> StageReport:
@@ -244,7 +250,7 @@ class _Runner:
         by_name = {t["name"]: t["id"] for t in found}
 
         def run_tests():
-            return cargo.run_tests(self.mirror.root, packages=crates, filters=names,
+            return cargo.run_tests(self.mirror.root, packages=crates, filters=names, features=self.scope.features,
                                    target_dir=self.mirror.target_dir, timeout=float(self.policy["timeout_tests_s"]))
 
         self.to_candidate()
@@ -308,14 +314,15 @@ class EarlyCheck:
         return self.run if ok else None
 
 
-def check_tree(pt: Pt, files: list, early: EarlyCheck | None = None) -> tuple[cargo.CargoRun, str, list]:
+def check_tree(pt: Pt, files: list, early: EarlyCheck | None = None,
+               features: cargo.Features = cargo.Features()) -> tuple[cargo.CargoRun, str, list]:
     """`cargo check` of the user's tree as it is (in the mirror, never in the tree), scoped as a
-    candidate editing `files` would be. Stored as that tree's baseline, so the PreFlights that
+    candidate editing `files` would be, with `features`. Stored as that tree's baseline, so the PreFlights that
     follow compare against it without checking the same tree again. `early`: a check started
     before (EarlyCheck), taken when it checked the same tree and scope. -> (run, baseline id,
     warnings: what the mirror could not hold, e.g. a path dependency containing the workspace)."""
     policy = _policy(pt)
-    scope = _scope(pt, files)
+    scope = _scope(pt, files, features)
     if early is not None:
         early.done()  # it holds the mirror's lock until rustc is done
     mirror = Mirror(pt.workspace)
@@ -335,16 +342,18 @@ def check_tree(pt: Pt, files: list, early: EarlyCheck | None = None) -> tuple[ca
     return out[0], bid, runner.warnings
 
 
-def run_preflight(pt: Pt, cand: Candidate, error_gate: str = "", max_new_warnings: int = -2) -> PreflightReport:
+def run_preflight(pt: Pt, cand: Candidate, error_gate: str = "", max_new_warnings: int = -2,
+                  features: cargo.Features = cargo.Features()) -> PreflightReport:
     """Queue the candidate, run the stages `preflight.stages` lists in the mirror, let the gate
     decide. `error_gate` and `max_new_warnings` override the policy's for this run ('new': errors
-    the tree already has do not fail it; -1: any number of new warnings). A candidate the draft
+    the tree already has do not fail it; -1: any number of new warnings); `features` go to every
+    cargo run and to rust-analyzer. A candidate the draft
     tray refuses is a UsageError; the user's tree is never written."""
     t0 = time.perf_counter()
     cid = cand.id
     pf = flow("preflight")
     policy = _policy(pt)
-    scope = _scope(pt, [f.path for f in cand.files])
+    scope = _scope(pt, [f.path for f in cand.files], features)
 
     def register() -> None:
         """The draft tray (current code of the touched nodes, then the proposal) and the queue
