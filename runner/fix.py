@@ -341,7 +341,8 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
     run.timings["check_s"] += time.perf_counter() - t0
     errors0 = [d for d in check.diagnostics if d.severity == "error"]
     report = FixReport(run.run_id, seed, "no-errors", [diag_dict(d) for d in errors0], [], [])
-    if errors0 and all(d.code == "cargo" and not d.file for d in errors0):  # cargo itself refused: flags, manifest
+    if opts.cargo_features().key() and errors0 and all(d.code == "cargo" and not d.file for d in errors0):
+        # cargo refused the feature flags themselves (a feature no package has): bad input
         raise UsageError(f"cargo check failed: {errors0[0].message.removeprefix('error: ')}")
     if not errors0 and check.success is False:
         raise UsageError(f"cargo check failed without a diagnostic: {check.stderr_tail.strip().splitlines()[-1:] or '?'}")
