@@ -92,6 +92,7 @@ class _Plan:
     diag: int
     note: str
     edits: list  # [(file, start, end, replacement)] character offsets in the round's text
+    members: list = field(default_factory=list)  # a combination's: [pattern, diag, ord] (fix.combine)
 
 
 def _patterns(pt: Pt) -> list:
@@ -106,6 +107,7 @@ class _Run:
         self.run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
         self.tree = Tree(pt.workspace)
         self.tried: set[str] = set()
+        self.plan_order: dict[int, list] = {}  # round -> its candidates in fix.plan's order (the report's)
         self.heads: dict[str, str | None] = {}  # file -> its text at git HEAD (the signature policy's fact)
         self.signature: dict[tuple, list] = {}  # (round, cand) -> the signature policy's verdicts
         self.tokens = 0
@@ -198,7 +200,7 @@ class _Run:
                "edit_chars": sum(e - s + len(r) for _, s, e, r in plan.edits),
                "elapsed_ms": round(elapsed * 1000.0, 1)}
         rec = self.flow.run(self.pt, "record", {"run_id": self.run_id, "round": rnd, **row,
-                                                "head": self.head(new)}).dicts()[0]
+                                                "head": self.head(new), "members": plan.members}).dicts()[0]
         row["new_errors"], row["signature"] = rec["new_errors"], rec["signature"]
         self.signature[(rnd, plan.cand)] = rec["signature"]
         tag = ord_ if ord_ >= 0 else f"c{ord_ + 1000}"  # combinations (fix.combine) come first
@@ -253,7 +255,8 @@ class _Run:
             edits = list(dict.fromkeys(e for p in parts for e in p.edits))  # identical edits are one
             cand = f"combined/{tries}"
             plan = _Plan(cand, max(p.tier for p in parts), "combined", -1,
-                         f"{len(parts)} diagnostics at once: " + "; ".join(p.note for p in parts), edits)
+                         f"{len(parts)} diagnostics at once: " + "; ".join(p.note for p in parts), edits,
+                         [[p.pattern, p.diag, o] for p, (o, _) in zip(parts, members)])
             got = self.try_one(rnd, tries - 1000, plan, errors_before)
             tries += 1
             if got is None:
@@ -278,6 +281,7 @@ class _Run:
         errors = [d for d in check.diagnostics if d.severity == "error"]
         put_facts(self.pt, self.run_id, rnd, errors, self.tree)
         plans = self.plans(rnd)
+        self.plan_order[rnd] = [p.cand for p in plans]
         self.say(f"round {rnd}: {len(errors)} error{'s' * (len(errors) != 1)}, {len(plans)} candidate"
                  f"{'s' * (len(plans) != 1)}")
         attempts: dict[str, dict] = {}
@@ -341,13 +345,13 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
     run.timings["check_s"] += time.perf_counter() - t0
     errors0 = [d for d in check.diagnostics if d.severity == "error"]
     report = FixReport(run.run_id, seed, "no-errors", [diag_dict(d) for d in errors0], [], [])
-    if opts.cargo_features().key() and errors0 and all(d.code == "cargo" and not d.file for d in errors0):
+    feats = opts.cargo_features()
+    report.features = feats.as_dict()
+    if feats.key() and errors0 and all(d.code == "cargo" and not d.file for d in errors0):
         # cargo refused the feature flags themselves (a feature no package has): bad input
         raise UsageError(f"cargo check failed: {errors0[0].message.removeprefix('error: ')}")
     if not errors0 and check.success is False:
         raise UsageError(f"cargo check failed without a diagnostic: {check.stderr_tail.strip().splitlines()[-1:] or '?'}")
-    feats = opts.cargo_features()
-    report.features = feats.as_dict()
     if not errors0:  # nothing to fix - unless the checks never compiled the seed's code
         report.needs_features = run.flow.query(
             pt, "gated", seed=seed, features=list(feats.names), all_features=feats.all,
@@ -360,7 +364,8 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
         report.rounds.append({"round": rnd, "errors": [diag_dict(d) for d in current.diagnostics if d.severity == "error"],
                               "candidates": [dict(c, signature=run.signature.get((rnd, c["cand"]), []))
                                              for c in run.flow.query(pt, "candidates", run_id=run.run_id, round=rnd)],
-                              "stopped": stop, "outcome": out["outcome"], "champion": best["row"] if best else None})
+                              "stopped": stop, "outcome": out["outcome"], "champion": best["row"] if best else None,
+                              "plan": run.plan_order.get(rnd, [])})
         if best is None:
             break
         chain.append(best)

@@ -80,24 +80,27 @@ def _pt_fix(ws: Path, *flags: str) -> dict:
 
 
 def test_patterns_that_worked_here_before_are_tried_first(tmp_path):
-    """fix.plan's feedback on a real run: the first run (a dry run) records per pattern and error
-    code what removed errors - try_or_unwrap twice of twice on E0308, rustc's suggestion once of
-    once on E0609 - so in the second run on the same tree try_or_unwrap's E0308 candidates come
-    before rustc's, which came first by name before there was any history."""
+    """fix.plan's feedback on a real run: the first run (a dry run) proves every diagnostic's best
+    candidate together (fix.combine) - try_or_unwrap on both E0308s, rustc's suggestion on the
+    E0609 - and records what worked per pattern and error code through the combination's members:
+    try_or_unwrap twice of twice on E0308, rustc's suggestion once of once on E0609. So in the
+    second run's plan on the same tree try_or_unwrap's E0308 candidates come before rustc's, which
+    came first by name before there was any history."""
     ws = tmp_path / "fix_try_or_unwrap"
     shutil.copytree(FIXTURES / "fix_try_or_unwrap", ws, ignore=shutil.ignore_patterns("target", ".parseltongue", "Cargo.lock"))
     run1 = _pt_fix(ws, "--dry-run")["rounds"][0]
     codes = [e["code"] for e in run1["errors"]]
-    first = [c["cand"] for c in run1["candidates"]]
-    rustc = next(c for c in first if c.startswith("patterns.rustc_suggestion/"))
-    e0308 = [c for c in first if c.startswith("patterns.try_or_unwrap/") and not c.endswith("/all")
+    first = run1["plan"]
+    rustc = next(c for c in first if c.startswith("patterns.rustc_suggestion/") and codes[int(c.split("/")[1])] == "E0609")
+    e0308 = [c for c in first if c.startswith("patterns.try_or_unwrap/") and c.endswith("/0")
              and codes[int(c.split("/")[1])] == "E0308"]
-    assert len(e0308) == 2 and codes[int(rustc.split("/")[1])] == "E0609"
-    assert all(c["verdict"] == "passed" and c["errors_after"] < c["errors_before"] for c in run1["candidates"]
-               if c["cand"] in e0308 + [rustc])
+    assert len(e0308) == 2
+    combined = run1["candidates"][0]
+    assert combined["cand"] == "combined/0" and combined["verdict"] == "passed" and combined["errors_after"] == 0
+    assert "add `?`" in combined["note"] and "same name" in combined["note"]
     assert first.index(rustc) < min(first.index(c) for c in e0308)  # by name: no history yet
     rep = _pt_fix(ws, "--yes")
-    second = [c["cand"] for c in rep["rounds"][0]["candidates"]]
+    second = rep["rounds"][0]["plan"]
     assert second.index(rustc) > max(second.index(c) for c in e0308)
     assert rep["outcome"] == "fixed"
     assert_compiles(ws)

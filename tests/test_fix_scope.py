@@ -105,3 +105,31 @@ def test_rust_analyzer_gets_the_features():
     cfg = ra_config(FIXTURES / "fix_features", features=Features((), True, False))["cargo"]
     assert cfg["allFeatures"] is True and cfg["features"] == "all" and "noDefaultFeatures" not in cfg
     assert "features" not in ra_config(FIXTURES / "fix_features")["cargo"]
+
+
+def _has_ra() -> bool:
+    from parseltongue.adapters import rust_analyzer as ra
+
+    return ra.probe_rust_analyzer()[0] is not None
+
+
+@pytest.mark.skipif(not _has_ra(), reason="needs rust-analyzer")
+@pytest.mark.parametrize("features", [None, ("extra",), "all"])
+def test_a_real_rust_analyzer_session_sees_the_features(tmp_path, features):
+    """The real binary with the config pt gives it: without `extra`, the gated items are inactive
+    code and src/extra.rs is in no module; with --features extra or --all-features they are live."""
+    from parseltongue.adapters import rust_analyzer as ra
+    from parseltongue.adapters.cargo import Features
+
+    ws = _copy("fix_features", tmp_path)
+    feats = None if features is None else Features((), True) if features == "all" else Features(features)
+    s = ra.open_session(ws, config=ra.ra_config(ws, features=feats), request_timeout=30, ready_timeout=60)
+    try:
+        lib = {d.code for d in s.diagnostics("src/lib.rs", 30)}
+        extra = {d.code for d in s.diagnostics("src/extra.rs", 30)}
+    finally:
+        s.shutdown()
+    if features is None:
+        assert "inactive-code" in lib and "unlinked-file" in extra
+    else:
+        assert "inactive-code" not in lib and "unlinked-file" not in extra
