@@ -286,7 +286,7 @@ class _Run:
                  f"{'s' * (len(plans) != 1)}")
         attempts: dict[str, dict] = {}
         self.combine(rnd, plans, len(errors), nodes, attempts)
-        order = [[i, p.tier] for i, p in enumerate(plans)]
+        order = [[i, p.tier, p.diag < 0] for i, p in enumerate(plans)]  # together: a pattern's every-diagnostic candidate
         after = -1
         while True:
             nxt = self.flow.query(self.pt, "next", run_id=self.run_id, round=rnd, plan=order, after=after,
