@@ -246,7 +246,8 @@ class _Run:
         combine_tries. Each is recorded like any candidate (pattern `combined`)."""
         members = [[r["ord"], r["diag"]] for r in self.flow.query(
             self.pt, "combine", run_id=self.run_id, round=rnd, nodes=nodes,
-            edits=[[i, p.diag, *e] for i, p in enumerate(plans) if p.diag >= 0 for e in p.edits])]
+            graph_files=sorted({e[0] for p in plans for e in p.edits} - set(self.tree.changed)),
+            edits=[[i, p.diag, p.pattern, *e] for i, p in enumerate(plans) if p.diag >= 0 for e in p.edits])]
         queue = [members] if members else []
         tries = 0
         while queue and tries < int(self.policy["combine_tries"]):
