@@ -225,7 +225,7 @@ def test_failed_assert_rolls_back_every_block_on_sqlite(pt, demo_ws):
     with Pt.open(demo_ws) as p:
         snapshot = p.store.run("?[k, v] := *pt_meta{key: k, value: v}").rows
         assert p.store.path.endswith("graph.db")
-    r = pt("-C", str(demo_ws), "query", "gated", "-p", "key=new")
+    r = pt("-C", str(demo_ws), "query", "demo.gated", "-p", "key=new")
     assert r.code == 1, r.err
     assert "gate failed" in r.err
     with Pt.open(demo_ws) as p:
