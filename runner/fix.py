@@ -354,9 +354,10 @@ def run_fix(pt: Pt, opts: FixOptions, approve: Callable[[str], bool],
     if not errors0 and check.success is False:
         raise UsageError(f"cargo check failed without a diagnostic: {check.stderr_tail.strip().splitlines()[-1:] or '?'}")
     if not errors0:  # nothing to fix - unless the checks never compiled the seed's code
+        manifest = run.flow.query(pt, "seed_manifest", seed=seed)[0]["manifest"]
         report.needs_features = run.flow.query(
             pt, "gated", seed=seed, features=list(feats.names), all_features=feats.all,
-            no_default_features=feats.no_default, table=cargo.features_table(pt.workspace, _manifest_of(pt.workspace, seed)))
+            no_default_features=feats.no_default, table=cargo.features_table(pt.workspace, manifest))
 
     chain: list[dict] = []  # the champions, round by round
     current, rnd, nodes = check, 0, []
@@ -437,14 +438,6 @@ def _seed_path(ws: Path, seed: str) -> str:
     if not rel.endswith(".rs"):
         raise UsageError(f"seed {seed} is not a .rs file")
     return rel
-
-
-def _manifest_of(ws: Path, seed: str) -> str:
-    """The Cargo.toml of the package holding SEED: the nearest one above it."""
-    d = (ws / seed).parent
-    while d != ws and not (d / "Cargo.toml").is_file() and ws in d.parents:
-        d = d.parent
-    return (d / "Cargo.toml").relative_to(ws).as_posix()
 
 
 def _ensure_graph(pt: Pt, seed: str, progress: Callable[[str], None]) -> EarlyCheck | None:
