@@ -32,17 +32,20 @@ def dump(db: Path, n: int, seed: int) -> dict:
     store = open_store(str(db))
     pt = Pt(db.parent.parent if db.parent.name == ".parseltongue" else db.parent, store)
     try:
+        # positions: isg_nodes' own columns before schema rev 13, node_pos from it on (so a graph
+        # of either revision dumps the same rows)
+        pos = "*node_pos{id: %s, %s}" if "node_pos" in store.relations() else "*isg_nodes{id: %s, %s}"
         # evidence as file:line (rev 11 stores a heuristic call edge's line relative to its caller: `+N`)
         edges = sorted(map(tuple, store.run(
             "?[s, d, k, w, p, e] := *isg_edges{src_id: s, dst_id: d, kind: k, weight: w, provenance: p, evidence: e}, "
             "!starts_with(e, '+')\n"
             "?[s, d, k, w, p, e] := *isg_edges{src_id: s, dst_id: d, kind: k, weight: w, provenance: p, evidence: e0}, "
-            "starts_with(e0, '+'), *isg_nodes{id: s, file_path: f, line_start: l}, "
+            "starts_with(e0, '+'), *isg_nodes{id: s, file_path: f}, " + pos % ("s", "line_start: l") + ", "
             "e = concat(f, ':', to_string(l + to_int(slice_string(e0, 1, length(e0)))))",
             immutable=True).rows))
         nodes = sorted(map(tuple, store.run(
-            "?[id, f, k, ss, se, ls, le, m] := *isg_nodes{id, file_path: f, kind: k, span_start: ss, span_end: se, "
-            "line_start: ls, line_end: le, module_path: m}", immutable=True).rows))
+            "?[id, f, k, ss, se, ls, le, m] := *isg_nodes{id, file_path: f, kind: k, module_path: m}, "
+            + pos % ("id", "span_start: ss, span_end: se, line_start: ls, line_end: le"), immutable=True).rows))
         ids = sorted(i for i, f, k, *_ in nodes if k == "fn")
         seeds = random.Random(seed).sample(ids, min(n, len(ids)))
         hops = {d: {s: sorted(map(json.dumps, pt.run("retrieval.two_hop", {"seeds": [s], "direction": d}).rows))

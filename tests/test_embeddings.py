@@ -142,6 +142,7 @@ def test_real_vectors_feed_the_hnsw_index(ensured, monkeypatch):
             pt.migrate()
             ids = ["fn:a.rs::parse_header", "fn:a.rs::read_header", "fn:a.rs::drop"]
             pt.store.run("?[id, kind] <- $rows :put isg_nodes {id => kind}", {"rows": [[i, "fn"] for i in ids]})
+            pt.store.run("?[id] <- $rows :put node_pos {id}", {"rows": [[i] for i in ids]})
             pt.run("retrieval.put_vectors", {"model": enc.model_id, "rows": [[i, "h", v] for i, v in zip(ids, vecs)]})
             hits = pt.query("retrieval.ann_top_k", qvec=vecs[0], model=enc.model_id, k_vec=3)
             assert hits[0]["id"] == "fn:a.rs::parse_header" and hits[0]["similarity"] > 0.999

@@ -83,9 +83,30 @@ def test_body_edit_reparses_one_file_and_keeps_ids_and_incoming_edges(geo_ws, st
     assert r.files_parsed == 1 and r.files_resolved == 1  # same names: nobody else re-resolved
     assert node_ids(store) == ids_before  # ids do not depend on lines
     assert ("fn:app/src/main.rs::main", "fn:geo/src/shapes/mod.rs::<impl Square>::new", "CALLS") in edges(store)
-    line = store.run("?[l] := *isg_nodes{id: 'fn:geo/src/shapes/mod.rs::<impl Square>::new', line_start: l}").rows
+    line = store.run("?[l] := *node_pos{id: 'fn:geo/src/shapes/mod.rs::<impl Square>::new', line_start: l}").rows
     assert line == [[13]]
 
+
+def test_an_edit_that_only_moves_items_rewrites_none_of_their_isg_nodes_rows(geo_ws, store):
+    """Lines added above items move them; their isg_nodes rows (and so their four index rows)
+    stay as they are - only their node_pos rows change (schema rev 13)."""
+    ingest(geo_ws, store)
+    f = "geo/src/shapes/mod.rs"
+    before = dict(store.run(f"?[id, l] := *isg_nodes:by_file{{file_path: '{f}', id}}, *node_pos{{id, line_start: l}}").rows)
+    # a Cozo trigger logs every row put into or removed from isg_nodes from here on
+    arity = len(store.relations()["isg_nodes"])
+    row = ", ".join(["id"] + ["_"] * (arity - 1))
+    store.run("{:create moved_log {id: String, op: String}}")
+    store.run(f"::set_triggers isg_nodes on put {{ ?[id, op] := _new[{row}], op = 'put' :put moved_log {{id, op}} }} "
+              f"on rm {{ ?[id, op] := _old[{row}], op = 'rm' :put moved_log {{id, op}} }}")
+    p = geo_ws / f
+    p.write_text("// two lines\n// above everything\n" + p.read_text())
+    ingest(geo_ws, store)
+    moved = {i for i in before if not i.startswith("file:")}
+    after = dict(store.run(f"?[id, l] := *isg_nodes:by_file{{file_path: '{f}', id}}, *node_pos{{id, line_start: l}}").rows)
+    assert len(moved) > 3 and all(after[i] == before[i] + 2 for i in moved)
+    written = {i for i, _ in store.run("?[id, op] := *moved_log{id, op}").rows} & set(before)
+    assert written == {f"file:{f}"}  # of this file's nodes only the file node, whose text (hash) changed
 
 def edge_rows(store):
     return sorted(map(tuple, store.run("?[s, d, k, w, p, e] := *isg_edges{src_id: s, dst_id: d, kind: k, "
@@ -129,7 +150,7 @@ def test_lines_added_above_an_item_leave_its_edge_rows_as_they_are(geo_ws, store
     main.write_text("// moved\n// twice\n" + main.read_text())
     ingest(geo_ws, store, paths=["app/src/main.rs"])
     assert store.run(out_of_main).rows == before
-    [[first]] = store.run("?[l] := *isg_nodes{id: 'fn:app/src/main.rs::main', line_start: l}").rows
+    [[first]] = store.run("?[l] := *node_pos{id: 'fn:app/src/main.rs::main', line_start: l}").rows
     lines = main.read_text().splitlines()
     calls = {d: e for d, k, w, p, e in before if k == "CALLS"}
     assert calls["fn:app/src/main.rs::report"] == "+3"
@@ -285,12 +306,12 @@ def test_sites_answered_by_rust_analyzer_get_no_heuristic_edge(geo_ws, store):
 def fact_rows(store):
     """Every fact an ingest writes, relation by relation (file_state without its ingest time)."""
     scripts = {
-        "isg_nodes": "?[id, f, c, m, k, n, p, l, s, se, ra, v, g, cfg, ss, se2, ls, le, pe, conf, h, t, rh, sr] := "
+        "isg_nodes": "?[id, f, c, m, k, n, p, l, s, se, ra, v, g, cfg, pe, conf, h, t, rh, sr] := "
                      "*isg_nodes{id, file_path: f, crate: c, module_path: m, kind: k, name: n, parent_id: p, "
                      "isgl_level: l, signature_ts: s, signature_exact: se, ra_signature: ra, visibility: v, "
-                     "generics: g, cfg, span_start: ss, span_end: se2, line_start: ls, line_end: le, "
-                     "parse_error_count: pe, confidence: conf, hash: h, tdd_classification: t, "
+                     "generics: g, cfg, parse_error_count: pe, confidence: conf, hash: h, tdd_classification: t, "
                      "ra_hydrated_ts: rh, schema_rev: sr}",
+        "node_pos": "?[id, ss, se, ls, le] := *node_pos{id, span_start: ss, span_end: se, line_start: ls, line_end: le}",
         "code_blobs": "?[id, c, r] := *code_blobs{id, code: c, recovered: r}",
         "node_meta": "?[id, f, i, w, fe, t, d] := *node_meta{id, file_path: f, item_path: i, where_clause: w, "
                      "features: fe, is_test: t, doc: d}",

@@ -49,6 +49,7 @@ def star(pt: Pt, callers: int) -> None:
         nodes += [[f"fn:b.rs::c{i}", "fn", f"c{i}"], [f"fn:b.rs::h{i}", "fn", f"h{i}"]]
         edges += [[f"fn:b.rs::c{i}", "fn:a.rs::hub", "CALLS"], [f"fn:b.rs::c{i}", f"fn:b.rs::h{i}", "CALLS"]]
     pt.store.run("?[id, kind, name] <- $rows :put isg_nodes {id => kind, name}", {"rows": nodes})
+    pt.store.run("?[id] <- $rows :put node_pos {id}", {"rows": [n[:1] for n in nodes]})  # every node has a position row
     pt.store.run("?[src_id, dst_id, kind] <- $rows :put isg_edges {src_id, dst_id, kind}", {"rows": edges})
 
 
@@ -142,7 +143,9 @@ def test_migration_indexes_an_existing_graph(geo, tmp_path):
         if prog.schema_rev < 4:
             old.run(prog.id)
     for rel in ("isg_nodes", "node_meta", "code_blobs", "file_state"):  # what an older ingest left
-        res = geo.store.run(f"?[{', '.join(cols(geo, rel))}] := *{rel}{{{', '.join(cols(geo, rel))}}}")
+        pos = ", span_start, span_end, line_start, line_end" if rel == "isg_nodes" else ""  # isg_nodes' before rev 13
+        res = geo.store.run(f"?[{', '.join(cols(geo, rel))}{pos}] := *{rel}{{{', '.join(cols(geo, rel))}}}"
+                            + (f", *node_pos{{id{pos}}}" if pos else ""))
         old.store.run(f"?[{', '.join(res.headers)}] <- $rows :put {rel} {{{', '.join(res.headers)}}}", {"rows": res.rows})
     assert "schema.rev_004" in old.migrate()
     assert old.query("retrieval.search", query="total") == geo.query("retrieval.search", query="total")
