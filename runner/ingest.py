@@ -272,7 +272,8 @@ class _Update:
                 self.pending.append(("ingest.defer_text_index", {}, {}))
                 self.text_deferred = True
         else:  # the full-text side relation behind `pt query search` (only nodes whose hash changed)
-            self.pending.append(("retrieval.index_text", {"files": rows.files}, {}))
+            self.pending.append(("retrieval.index_text", {"files": rows.files,
+                                                          "nids": text_index.nids(n[0] for n in rows.p["nodes"])}, {}))
         if now:
             self.flush()
 

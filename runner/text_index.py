@@ -17,12 +17,21 @@ missing itself.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterable
 
 BATCH_FILES = 300  # files per transaction of the background build
+
+
+def nids(ids: Iterable[str]) -> list[list]:
+    """[id, nid] for the full-text rows of these nodes: nid, the row's key, is a 63-bit hash of
+    the id (Cozo repeats a row's key in each of its FTS postings, so it is kept short; Cozo has
+    no hash function of its own). Two ids of one graph colliding is ~1e-8 at a million nodes."""
+    return [[i, int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "big") >> 1] for i in ids]
 
 
 def pending(pt) -> bool:
@@ -65,7 +74,7 @@ def build(pt, notice=None, held: int | None = None) -> None:
         if not pending(pt):
             return
         if pt.store.engine != "sqlite":
-            pt.run("ingest.build_text_index")
+            pt.run("ingest.build_text_index", {"nids": _stale_nids(pt)})
             return
         if fd is None:
             fd = _lock(pt.store.path, wait=False)
@@ -85,7 +94,17 @@ def build(pt, notice=None, held: int | None = None) -> None:
 def _write(pt) -> None:
     # (rollback journal when no other process has the file open: WAL writes each page twice)
     with pt.store.bulk():
-        files = [r["file_path"] for r in pt.query("ingest.text_files")]
+        by_file: dict[str, list[str]] = {}
+        for r in pt.query("ingest.text_ids"):
+            by_file.setdefault(r["file_path"], []).append(r["id"])
+        files = list(by_file)
         for i in range(0, len(files), BATCH_FILES):
-            pt.run("retrieval.index_text", {"files": files[i:i + BATCH_FILES]})
-        pt.run("ingest.build_text_index")  # what changed meanwhile; clears the pending mark
+            batch = files[i:i + BATCH_FILES]
+            pt.run("retrieval.index_text", {"files": batch, "nids": nids(x for f in batch for x in by_file[f])})
+        # what changed meanwhile; clears the pending mark
+        pt.run("ingest.build_text_index", {"nids": _stale_nids(pt)})
+
+
+def _stale_nids(pt) -> list[list]:
+    """nids of the nodes whose full-text row is missing or stale."""
+    return nids(r["id"] for r in pt.query("ingest.text_ids"))
