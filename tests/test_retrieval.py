@@ -131,6 +131,19 @@ def test_pt_ingest_builds_a_deferred_text_index_in_the_background(geo_ws, monkey
         pt.close()
 
 
+def test_text_rows_are_keyed_by_a_short_integer(geo):
+    """Each FTS posting repeats its row's key (rev 14): rows are keyed by the 63-bit hash of the
+    node id, one row per node that has text, so the postings carry an integer, not two paths."""
+    from parseltongue.runner.text_index import nids
+
+    key = [c for c in geo.store.run("::columns search_text").dicts() if c["is_key"]]
+    assert [(c["column"], c["type"]) for c in key] == [("nid", "Int")]
+    rows = geo.store.run("?[nid, id] := *search_text{nid, id}").rows
+    ids = {r[1] for r in rows}
+    assert len(ids) == len(rows) > 10
+    assert sorted(map(tuple, rows)) == sorted(map(tuple, ((n, i) for i, n in nids(ids))))
+
+
 def test_search_accepts_any_text(geo):
     for q in ['"', "(a OR", "NEAR/2 x", "!!", "`Vec<u8>`::len()", "ünïcödé 名前"]:
         geo.query("retrieval.search", query=q)  # never an FTS syntax error
