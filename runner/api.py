@@ -98,6 +98,10 @@ class Pt:
         self.registry = P.Registry(workspace)
         self._relations: set[str] | None = None
         self.missing = ""  # why this is an empty stand-in for a graph that does not exist yet
+        # False: a program reading search_text while another process builds it answers from the
+        # files indexed so far (`pt query`), and `text_partial` says how far the build is
+        self.wait_for_text = True
+        self.text_partial: dict | None = None
         # Lends PreFlight's ra stage a running rust-analyzer (adapters.rust_analyzer.SessionSource):
         # Dobby sets its warm worker's; None starts a session per check.
         self.ra_source = None
@@ -234,7 +238,7 @@ class Pt:
             sys.stderr.write(f"pt: {msg}...\n")
             sys.stderr.flush()
 
-        text_index.build(self, notice)
+        self.text_partial = text_index.build(self, notice, wait=self.wait_for_text)
 
     def query(self, program: str, /, **params: Any) -> list[dict]:
         """Rows as dicts; use `run` to pass Jinja vars."""

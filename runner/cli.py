@@ -308,8 +308,12 @@ def _pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("--params-json", metavar="JSON", help="All params as one JSON object.")
 @click.option("-v", "--var", "vars_", multiple=True, metavar="KEY=VALUE", help="A Jinja var (identifiers, numbers, booleans, lists).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option("--wait-index", is_flag=True,
+              help="While the full-text index is being built in the background, wait for it instead of "
+                   "answering from the files indexed so far.")
 @pass_ctx
-def query(c: Ctx, name: str, params: tuple, params_json: str | None, vars_: tuple, as_json: bool) -> None:
+def query(c: Ctx, name: str, params: tuple, params_json: str | None, vars_: tuple, as_json: bool,
+          wait_index: bool) -> None:
     """Run the program NAME (an id like retrieval.two_hop, or a unique suffix like two_hop)."""
     given: dict[str, Any] = _pairs(params, "param")
     from_json: dict[str, Any] = {}
@@ -326,6 +330,7 @@ def query(c: Ctx, name: str, params: tuple, params_json: str | None, vars_: tupl
 
     prog = P.Registry(c.workspace).get(name)
     remote = hooks.query(c, name, given, from_json, vars_d)  # a running Dobby's warm worker, if any
+    partial = None
     if remote is not None:
         prog_id, res = remote["program"], Result(remote["headers"], remote["rows"])
         warn_unknown(remote.get("unknown_seeds") or [])
@@ -333,13 +338,22 @@ def query(c: Ctx, name: str, params: tuple, params_json: str | None, vars_: tupl
         with c.open(create=not prog.read_only) as pt:  # a read-only program creates nothing
             # CLI strings are coerced by declared type; JSON values must already have the right type.
             merged = {**P.coerce_cli_params(prog, given), **from_json}
+            pt.wait_for_text = wait_index
             prog_id, res = prog.id, pt.run(prog.id, merged, vars_d)
+            partial = pt.text_partial
             if isinstance(merged.get("seeds"), list):  # node ids by convention (two_hop, context, ...)
                 warn_unknown(pt.unknown_seeds(merged["seeds"]))
             if pt.missing:
                 echo_err(f"pt: note: {pt.missing}; answered from an empty graph")
+    if partial is not None:  # answered from the part of the full-text index built so far
+        done, total = partial["files_done"], partial["files_total"]
+        echo_err(f"pt: note: the full-text index is being built in the background ({done} of {total or '?'} "
+                 f"files so far): text hits cover those files only; --wait-index waits for all of it")
     if as_json:
-        emit({"program": prog_id, "headers": res.headers, "rows": res.dicts()}, True)
+        doc = {"program": prog_id, "headers": res.headers, "rows": res.dicts()}
+        if partial is not None:
+            doc["text_index"] = {"complete": False, **partial}
+        emit(doc, True)
     else:
         emit(res, False)
 

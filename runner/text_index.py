@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
-BATCH_FILES = 300  # files per transaction of the background build
+BATCH_FILES = 100  # files per transaction of the background build (a reader waits for one at most)
 
 
 def nids(ids: Iterable[str]) -> list[list]:
@@ -66,18 +66,28 @@ def start(workspace: Path, db: str) -> bool:
     return True
 
 
-def build(pt, notice=None, held: int | None = None) -> None:
+def progress(pt) -> dict:
+    """How far the background build is: {"files_done": n, "files_total": m} (m = 0: not started)."""
+    done, total = next((r["progress"] for r in pt.query("ingest.text_index_state") if r.get("progress")), [0, 0])
+    return {"files_done": done, "files_total": total}
+
+
+def build(pt, notice=None, held: int | None = None, wait: bool = True) -> dict | None:
     """Make sure search_text is built: wait for a background build, then build what is left.
-    `held`: the fd of the lock, already held (the background build, handed it by `start`)."""
+    `held`: the fd of the lock, already held (the background build, handed it by `start`).
+    `wait=False`: while another process builds it, return at once with its progress (the
+    reader answers from the files indexed so far); None when the index is complete."""
     fd = held
     try:
         if not pending(pt):
-            return
+            return None
         if pt.store.engine != "sqlite":
             pt.run("ingest.build_text_index", {"nids": _stale_nids(pt)})
             return
         if fd is None:
             fd = _lock(pt.store.path, wait=False)
+        if fd is None and not wait:
+            return progress(pt)
         if fd is None:
             if notice:
                 notice("waiting for the full-text index (being built in the background after the last large ingest)")
@@ -86,6 +96,7 @@ def build(pt, notice=None, held: int | None = None) -> None:
             if notice:
                 notice("building the full-text index (deferred by the last large ingest)")
             _write(pt)
+        return None
     finally:
         if fd is not None:
             os.close(fd)
@@ -101,6 +112,7 @@ def _write(pt) -> None:
         for i in range(0, len(files), BATCH_FILES):
             batch = files[i:i + BATCH_FILES]
             pt.run("retrieval.index_text", {"files": batch, "nids": nids(x for f in batch for x in by_file[f])})
+            pt.run("ingest.text_index_progress", {"done": i + len(batch), "total": len(files)})
         # what changed meanwhile; clears the pending mark
         pt.run("ingest.build_text_index", {"nids": _stale_nids(pt)})
 

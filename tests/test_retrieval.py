@@ -144,6 +144,56 @@ def test_text_rows_are_keyed_by_a_short_integer(geo):
     assert sorted(map(tuple, rows)) == sorted(map(tuple, ((n, i) for i, n in nids(ids))))
 
 
+def test_pt_query_during_a_background_build_answers_from_what_is_built(geo_ws, monkeypatch):
+    """While another process builds the deferred full-text index, `pt query search` does not wait:
+    it answers from the files indexed so far and says how far the build is (stderr and JSON);
+    `--wait-index` waits for the build, then answers from all of it."""
+    import fcntl
+    import os
+    import threading
+
+    from click.testing import CliRunner
+
+    from parseltongue.runner import ingest as ingest_mod
+    from parseltongue.runner import text_index
+    from parseltongue.runner.cli import cli
+
+    monkeypatch.setattr(ingest_mod, "TEXT_DEFER_MIN_FILES", 1)  # deferred; in-process: no child started
+    db = str(geo_ws / ".parseltongue" / "graph.db")
+    pt = Pt(geo_ws, open_store(db))
+    try:
+        ingest(geo_ws, pt.store)
+        assert text_index.pending(pt)
+        # the builder's first batch: one file of the workspace, and its progress
+        units = "geo/src/units.rs"
+        ids = [r["id"] for r in pt.query("ingest.text_ids", files=[units])]
+        pt.run("retrieval.index_text", {"files": [units], "nids": text_index.nids(ids)})
+        total = len({r["file_path"] for r in pt.query("ingest.text_ids")}) + 1
+        pt.run("ingest.text_index_progress", {"done": 1, "total": total})
+    finally:
+        pt.close()
+    fd = os.open(db + ".text-index.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a build in progress holds this lock
+    try:
+        run = lambda *a: CliRunner().invoke(cli, ["-C", str(geo_ws), "query", "search", "--json", *a])
+        r = run("-p", "query=scale total")
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert doc["text_index"] == {"complete": False, "files_done": 1, "files_total": total}
+        assert "being built in the background (1 of" in r.stderr
+        assert {h["file_path"] for h in doc["rows"]} == {units}  # `total` (geo/src/lib.rs) is not indexed yet
+        threading.Timer(0.5, lambda: os.close(fd)).start()  # the build ends (here: lets go of its lock)
+        r = run("-p", "query=scale total", "--wait-index")
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert "text_index" not in doc and "fn:geo/src/lib.rs::total" in {h["id"] for h in doc["rows"]}
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def test_search_accepts_any_text(geo):
     for q in ['"', "(a OR", "NEAR/2 x", "!!", "`Vec<u8>`::len()", "ünïcödé 名前"]:
         geo.query("retrieval.search", query=q)  # never an FTS syntax error
