@@ -438,7 +438,10 @@ def pt_first_search(ws: Path) -> dict:
     `pt ingest` built it in the background ("background"; the bench waited for that build before
     the store floor, text_index_watch), it finds it built."""
     r = pt_cli(ws, "query", "search", "-p", "query=parse_header", "--json")
-    return {"wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "rows": len((r.get("json") or {}).get("rows") or [])}
+    doc = r.get("json") or {}
+    # text_index: present when the answer came from a full-text index still being built
+    return {"wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "rows": len(doc.get("rows") or []),
+            "text_index": doc.get("text_index")}
 
 
 def pt_counts(ws: Path) -> dict:
@@ -654,6 +657,9 @@ def measure(args) -> dict:
         pt["cold"]["loadavg"] = os.getloadavg()[0]
         bg = text_index_watch(ws) if pt["cold"]["report"].get("text_index") == "background" else None
         if bg is not None:  # the floor reads the graph file: not while the child writes it
+            # a search right after `pt ingest` returned: answered from the part built so far
+            log("pt query search while the full-text index is built in the background")
+            pt["search_during_build"] = pt_first_search(ws)
             log("waiting for the full-text index pt ingest builds in the background")
             bg["thread"].join()
             pt["text_index_background_s"] = bg.get("wall_s")
@@ -796,6 +802,14 @@ def render(res: dict) -> str:
                    f"= {fs['wall_s'] / res['bare_parse']['wall_s']:.2f}x bare parse wall (target <= "
                    f"{TARGET_FIRST_SEARCH_S:g} s: {ok}; text_index {rep.get('text_index')}); second: "
                    f"{ss.get('wall_s', float('nan')):.2f} s wall")
+        sd = pt.get("search_during_build")
+        if sd:
+            ti = sd.get("text_index") or {}
+            ok = "meets" if sd["wall_s"] <= TARGET_FIRST_SEARCH_S else "MISSES"
+            out.append(f"  `pt query search` right after the cold ingest returned, while the index is built: "
+                       f"{sd['wall_s']:.2f} s wall, {sd['cpu_s']:.2f} s CPU (target <= {TARGET_FIRST_SEARCH_S:g} s: {ok}), "
+                       + (f"answered from {ti.get('files_done')} of {ti.get('files_total')} files indexed so far"
+                          if ti else "answered from the whole index"))
         if pt.get("text_index_background_s") is not None:
             out.append(f"  the full-text index, built by the child `pt ingest` started: done "
                        f"{pt['text_index_background_s']:.2f} s after the cold ingest returned (waited for before the "
