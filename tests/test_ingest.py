@@ -484,3 +484,31 @@ def cold_graph(ws: Path) -> tuple[dict, list]:
         return fact_rows(store), hub_rows(store)
     finally:
         store.close()
+
+
+def test_parsing_stays_a_bounded_distance_ahead_of_the_writer(tmp_path, monkeypatch):
+    """The parse pool runs ahead of the (slower) writer by at most PARSE_AHEAD_FILES files: the
+    parsed facts of a whole workspace must not pile up in memory waiting to be written. Files are
+    yielded in order, each once."""
+    from parseltongue.runner import ingest as ingest_mod
+
+    for i in range(120):
+        (tmp_path / f"f{i:03}.rs").write_text(f"fn f{i}() {{}}\n")
+    marks = tmp_path / "parsed"
+    marks.mkdir()
+    real = ingest_mod._parse_one
+
+    def counted(args):  # runs in the pool's (forked) workers: counts by leaving a file behind
+        (marks / Path(args[1]).stem).touch()
+        return real(args)
+
+    monkeypatch.setattr(ingest_mod, "_parse_one", counted)
+    monkeypatch.setattr(ingest_mod, "PARSE_CHUNK_FILES", 4)
+    monkeypatch.setattr(ingest_mod, "PARSE_AHEAD_FILES", 16)
+    files = sorted(p.name for p in tmp_path.glob("*.rs"))
+    seen = []
+    for res in ingest_mod._parse_iter(tmp_path, files, 2):
+        seen.append(res[0])
+        time.sleep(0.005)  # a slow writer
+        assert len(list(marks.iterdir())) <= len(seen) + 16 + 4
+    assert seen == files
