@@ -198,9 +198,12 @@ def ingest_cmd(c: Ctx, paths: tuple, no_cargo: bool, jobs: int | None, with_hydr
 @pass_ctx
 def text_index_cmd(c: Ctx, lock_fd: int | None) -> None:
     """Build the full-text index a large ingest deferred (`pt ingest` starts this in the
-    background; a search waits for it); nothing to do when it is built."""
+    background; `pt query` answers meanwhile from what is built, other readers wait for it);
+    nothing to do when it is built."""
     from . import text_index
 
+    if lock_fd is not None:  # the background build: the user's own commands come first
+        os.nice(10)
     with c.open() as pt:
         text_index.build(pt, notice=lambda msg: echo_err(f"pt: {msg}..."), held=lock_fd)
 
