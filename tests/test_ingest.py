@@ -512,3 +512,26 @@ def test_parsing_stays_a_bounded_distance_ahead_of_the_writer(tmp_path, monkeypa
         time.sleep(0.005)  # a slow writer
         assert len(list(marks.iterdir())) <= len(seen) + 16 + 4
     assert seen == files
+
+
+def test_every_edge_leaves_a_node_of_the_graph(tmp_path):
+    """A file no module path is found for (here tests/common/mod.rs with autotests off: no target,
+    in a package whose build script makes the crate root a target directory) gets no nodes; then
+    its call sites must not give edges either: an edge out of a node the graph lacks."""
+    ws = tmp_path / "ws"
+    (ws / "src").mkdir(parents=True)
+    (ws / "tests" / "common").mkdir(parents=True)
+    (ws / "Cargo.toml").write_text('[package]\nname = "demo"\nversion = "0.1.0"\nedition = "2021"\nbuild = "build.rs"\nautotests = false\n')
+    (ws / "build.rs").write_text("fn main() {}\n")
+    (ws / "src" / "lib.rs").write_text("pub fn parse_header() -> u32 { 1 }\n")
+    (ws / "tests" / "common" / "mod.rs").write_text("pub fn helper() -> u32 { demo::parse_header() + checked() }\n"
+                                                    "fn checked() -> u32 { 2 }\n")
+    (ws / "tests" / "smoke.rs").write_text("mod common;\n#[test]\nfn smoke() { assert_eq!(common::helper(), 3); }\n")
+    store = open_store("mem")
+    try:
+        ingest(ws, store)
+        dangling = store.run("?[s, d, k] := *isg_edges{src_id: s, dst_id: d, kind: k}, not *isg_nodes{id: s}").rows
+        assert dangling == []
+        assert store.run("?[id] := *node_pos{id}, not *isg_nodes{id}").rows == []
+    finally:
+        store.close()
