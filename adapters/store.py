@@ -196,6 +196,23 @@ class Store:
         finally:
             _set_journal_reopened(self, "wal")
 
+    @contextmanager
+    def page_cache(self, mb: int) -> Iterator[None]:
+        """sqlite's page cache raised to `mb` MB around a long write into a large file: the
+        full-text build inserts postings all over a B-tree of hundreds of MB, and with the default
+        2 MB cache most of them miss (measured on the 1.29M-line graph, two alternating pairs:
+        the whole build 97.7 / 88.4 s -> 80.7 / 85.0 s with 256 MB). Cozo gives no way to set a connection's cache_size, so the file's
+        stored default (`PRAGMA default_cache_size`, read when a connection opens) is set and the
+        store reopened; afterwards sqlite's default is put back. The memory is taken as pages are
+        read, so another process that opens the file meanwhile and reads little uses little."""
+        if self.engine != "sqlite" or not _set_default_cache(self, mb):
+            yield
+            return
+        try:
+            yield
+        finally:
+            _set_default_cache(self, 0)
+
     def close(self) -> None:
         try:
             self._db.close()
@@ -285,6 +302,26 @@ def _set_journal_reopened(store: Store, mode: str) -> bool:
     store._db.close()
     try:
         return _set_journal(store.path, mode)
+    finally:
+        store._db = store._connect()
+
+
+def _set_default_cache(store: Store, mb: int) -> bool:
+    """Store a page cache of `mb` MB as the file's default (0: sqlite's own default) and reopen
+    the store so its connection takes it; False when the file could not be written. (The pragma
+    counts pages and keeps only the absolute value: a negative "KiB" size would be read as pages.)"""
+    store._db.close()
+    try:
+        con = sqlite3.connect(store.path, timeout=0.5)
+        try:
+            pages = mb * 2**20 // con.execute("PRAGMA page_size").fetchone()[0]
+            con.execute(f"PRAGMA default_cache_size={pages}")
+            con.commit()
+            return True
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
     finally:
         store._db = store._connect()
 

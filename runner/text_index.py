@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterable
 
 BATCH_FILES = 100  # files per transaction of the background build (a reader waits for one at most)
+PAGE_CACHE_MB = 256  # sqlite page cache of the build (Store.page_cache): postings land all over a big B-tree
 
 
 def nids(ids: Iterable[str]) -> list[list]:
@@ -104,7 +105,7 @@ def build(pt, notice=None, held: int | None = None, wait: bool = True) -> dict |
 
 def _write(pt) -> None:
     # (rollback journal when no other process has the file open: WAL writes each page twice)
-    with pt.store.bulk():
+    with pt.store.bulk(), pt.store.page_cache(PAGE_CACHE_MB):
         by_file: dict[str, list[str]] = {}
         for r in pt.query("ingest.text_ids"):
             by_file.setdefault(r["file_path"], []).append(r["id"])

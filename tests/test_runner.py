@@ -221,6 +221,22 @@ def test_bulk_writes_use_the_rollback_journal_then_wal_again(tmp_path):
     store.close()
 
 
+def test_page_cache_is_raised_for_a_long_write_then_back_to_sqlites_default(tmp_path):
+    """Cozo sets no connection's cache size: Store.page_cache stores the file's default (read by
+    every connection that opens it), reopens, and puts sqlite's default back afterwards."""
+    path = tmp_path / "g.db"
+    store = Store("sqlite", path)
+    store.run(":create t {k: Int}")
+    cache = lambda: sqlite3.connect(path).execute("PRAGMA cache_size").fetchone()[0]
+    default = cache()
+    with store.page_cache(64):
+        assert cache() == 64 * 2**20 // 4096  # pages of 4 KiB
+        store.run("?[k] <- [[1], [2]] :put t {k}")
+    assert cache() == default
+    assert store.run("?[k] := *t{k}").rows == [[1], [2]]
+    store.close()
+
+
 def test_failed_assert_rolls_back_every_block_on_sqlite(pt, demo_ws):
     with Pt.open(demo_ws) as p:
         snapshot = p.store.run("?[k, v] := *pt_meta{key: k, value: v}").rows
