@@ -106,18 +106,33 @@ def build(pt, notice=None, held: int | None = None, wait: bool = True) -> dict |
 def _write(pt) -> None:
     # (rollback journal when no other process has the file open: WAL writes each page twice)
     with pt.store.bulk(), pt.store.page_cache(PAGE_CACHE_MB):
-        by_file: dict[str, list[str]] = {}
-        for r in pt.query("ingest.text_ids"):
-            by_file.setdefault(r["file_path"], []).append(r["id"])
-        files = list(by_file)
-        for i in range(0, len(files), BATCH_FILES):
-            batch = files[i:i + BATCH_FILES]
-            pt.run("retrieval.index_text", {"files": batch, "nids": nids(x for f in batch for x in by_file[f])})
-            pt.run("ingest.text_index_progress", {"done": i + len(batch), "total": len(files)})
+        files = [r["file_path"] for r in pt.query("ingest.files")]
+        # The first batch goes in before the nodes of all files are asked for (seconds on a large
+        # graph): a `pt query` that does not wait then covers some files almost at once.
+        first = files[:BATCH_FILES]
+        _index(pt, first, _stale_ids(pt, first), len(first), len(files))
+        by_file = _stale_ids(pt, [])
+        rest = list(by_file)
+        indexed = len(files) - len(rest)  # the first batch, and files a build before this one did
+        for i in range(0, len(rest), BATCH_FILES):
+            batch = rest[i:i + BATCH_FILES]
+            _index(pt, batch, by_file, indexed + i + len(batch), len(files))
         # what changed meanwhile; clears the pending mark
         pt.run("ingest.build_text_index", {"nids": _stale_nids(pt)})
 
 
+def _index(pt, batch: list[str], by_file: dict[str, list[str]], done: int, total: int) -> None:
+    pt.run("retrieval.index_text", {"files": batch, "nids": nids(x for f in batch for x in by_file.get(f, []))})
+    pt.run("ingest.text_index_progress", {"done": done, "total": total})
+
+
+def _stale_ids(pt, files: list[str]) -> dict[str, list[str]]:
+    """file -> ids of its nodes whose full-text row is missing or stale (all files: [])."""
+    by_file: dict[str, list[str]] = {}
+    for r in pt.query("ingest.text_ids", files=files):
+        by_file.setdefault(r["file_path"], []).append(r["id"])
+    return by_file
+
+
 def _stale_nids(pt) -> list[list]:
-    """nids of the nodes whose full-text row is missing or stale."""
-    return nids(r["id"] for r in pt.query("ingest.text_ids"))
+    return nids(i for ids in _stale_ids(pt, []).values() for i in ids)
