@@ -298,44 +298,49 @@ def file_lock(db_path: str, exclusive: bool) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _set_journal_reopened(store: Store, mode: str) -> bool:
+def _reopened(store: Store, change) -> bool:
+    """Close the store's connection, apply `change(path) -> bool` to the file with sqlite itself
+    (a setting Cozo offers no way to make), and reopen, so the new connection takes it."""
     store._db.close()
     try:
-        return _set_journal(store.path, mode)
+        return change(store.path)
     finally:
         store._db = store._connect()
+
+
+def _set_journal_reopened(store: Store, mode: str) -> bool:
+    return _reopened(store, lambda path: _set_journal(path, mode))
 
 
 def _set_default_cache(store: Store, mb: int) -> bool:
-    """Store a page cache of `mb` MB as the file's default (0: sqlite's own default) and reopen
-    the store so its connection takes it; False when the file could not be written. (The pragma
-    counts pages and keeps only the absolute value: a negative "KiB" size would be read as pages.)"""
-    store._db.close()
-    try:
-        con = sqlite3.connect(store.path, timeout=0.5)
-        try:
-            pages = mb * 2**20 // con.execute("PRAGMA page_size").fetchone()[0]
-            con.execute(f"PRAGMA default_cache_size={pages}")
-            con.commit()
-            return True
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return False
-    finally:
-        store._db = store._connect()
+    """A page cache of `mb` MB as the file's stored default (0: sqlite's own), taken by the
+    reopened store; False when the file could not be written. (The pragma counts pages and keeps
+    only the absolute value: a negative "KiB" size would be read as pages.)"""
+    def change(path: str) -> bool:
+        page = _pragma(path, "page_size")
+        return bool(page) and _pragma(path, f"default_cache_size={mb * 2**20 // page}", commit=True) is not None
+    return _reopened(store, change)
 
 
 def _set_journal(path: str, mode: str) -> bool:
     """Set the file's journal mode; False when it could not (another process has it open)."""
+    return _pragma(path, f"journal_mode={mode}") == mode
+
+
+def _pragma(path: str, pragma: str, commit: bool = False):
+    """`PRAGMA <pragma>` on the file through sqlite itself: its first value (True when it gives
+    none), or None when sqlite refused (the file is locked or is no database)."""
     try:
         con = sqlite3.connect(path, timeout=0.5)
         try:
-            return con.execute(f"PRAGMA journal_mode={mode}").fetchone()[0] == mode
+            row = con.execute(f"PRAGMA {pragma}").fetchone()
+            if commit:
+                con.commit()
+            return row[0] if row else True
         finally:
             con.close()
     except sqlite3.Error:
-        return False
+        return None
 
 
 def open_store(target: str | os.PathLike) -> Store:

@@ -229,8 +229,9 @@ def test_page_cache_is_raised_for_a_long_write_then_back_to_sqlites_default(tmp_
     store.run(":create t {k: Int}")
     cache = lambda: sqlite3.connect(path).execute("PRAGMA cache_size").fetchone()[0]
     default = cache()
+    page = sqlite3.connect(path).execute("PRAGMA page_size").fetchone()[0]
     with store.page_cache(64):
-        assert cache() == 64 * 2**20 // 4096  # pages of 4 KiB
+        assert cache() == 64 * 2**20 // page
         store.run("?[k] <- [[1], [2]] :put t {k}")
     assert cache() == default
     assert store.run("?[k] := *t{k}").rows == [[1], [2]]
