@@ -14,7 +14,6 @@ from typing import Any
 
 import click
 
-from . import golden as G
 from . import programs as P
 from ..adapters.store import StoreError
 from .api import Pt, compile_program, default_db, find_workspace, store_error, workspace_path
@@ -162,12 +161,14 @@ def ingest_cmd(c: Ctx, paths: tuple, no_cargo: bool, jobs: int | None, with_hydr
     from . import text_index
     from .ingest import IngestReport, ingest
 
-    from .hydrate import HydrateReport
-
     rels = c.paths(paths)
     remote = None if ray_address else hooks.ingest(c, rels, no_cargo, jobs, with_hydrate)
     if remote is not None:  # a running Dobby did it (its writer, its warm graph and rust-analyzer)
-        hydrated = HydrateReport.from_dict(remote.pop("hydrate")) if with_hydrate else None
+        hydrated = None
+        if with_hydrate:  # (imported only then: the LSP types take ~0.5 s to import)
+            from .hydrate import HydrateReport
+
+            hydrated = HydrateReport.from_dict(remote.pop("hydrate"))
         report = IngestReport(**remote)
         if hydrated:
             _hydrate_notes(hydrated)
@@ -380,6 +381,8 @@ def compile_cmd(c: Ctx, name: str, vars_: tuple) -> None:
 @pass_ctx
 def test_cmd(c: Ctx, path: str | None, update: bool, engine: str, as_json: bool) -> None:
     """Run golden cases (all, or those under PATH / of a program id)."""
+    from . import golden as G  # (here: the other commands do without its imports)
+
     registry = P.Registry(c.workspace)
     registry.check()  # every program's contract (file:line, exit 2)
     bad_steps = check_flows(registry)  # every declared flow step names such a program
