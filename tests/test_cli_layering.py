@@ -123,3 +123,27 @@ def test_product_code_does_not_read_tests():
             elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "tests/fixtures" in node.value:
                 found.append(f"{name}:{node.lineno}: {node.value[:40]!r}")
     assert found == [], found
+
+
+def test_ingest_and_query_leave_heavy_modules_unimported(tmp_path):
+    """A no-change `pt ingest` takes ~1 s, and importing the rust-analyzer client (its LSP types:
+    ~0.5 s) or the golden runner would be a large part of it: `pt ingest` without --hydrate and
+    `pt query` import neither."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    ws = tmp_path / "ws"
+    shutil.copytree(REPO / "tests" / "fixtures" / "ingest_ws", ws, ignore=shutil.ignore_patterns("target", ".parseltongue"))
+    heavy = ("lsprotocol", "pygls", "parseltongue.runner.hydrate", "parseltongue.adapters.rust_analyzer",
+             "parseltongue.runner.golden")
+    probe = ("import sys; from parseltongue.runner.cli import main; main(sys.argv[1:]); "
+             f"print('LOADED', [m for m in sys.modules if m.startswith({heavy!r})])")
+    for args in (["ingest", "--json"], ["ingest", "--json"], ["query", "counts", "--json"]):
+        out = subprocess.run([sys.executable, "-c", probe, "-C", str(ws), *args], capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "PT_DOBBY": "0"})
+        assert out.returncode == 0, out.stderr
+        loaded = json.loads(out.stdout.rsplit("LOADED ", 1)[1].replace("'", '"'))
+        assert loaded == [], (args, loaded)
