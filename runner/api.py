@@ -218,6 +218,7 @@ class Pt:
         P.check_access(prog, script, self.relation_names())
         if "search_text" in prog.reads and "search_text" not in prog.writes and not prog.id.startswith("ingest."):
             self._ensure_text_index()  # (ingest programs are what builds it)
+        script = P.drop_kept_size(prog, script, self.relation_names())
         try:
             return self.store.run(script, bound, immutable=prog.read_only)
         except StoreError as exc:

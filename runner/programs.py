@@ -528,6 +528,28 @@ def check_access(prog: Program, script: str, relations: set[str] | None) -> None
         raise UsageError(f"{prog.path}:{C.key_line(prog.source, 'reads')}: {prog.id}: reads {undeclared_r[0]!r} but its front matter does not declare it in reads")
 
 
+# What ingest.keep_graph_size counts. A program that writes one of these drops the kept counts in
+# its own transaction, so a kept count is never stale (a no-change ingest then need not count).
+COUNTED = frozenset({"isg_nodes", "isg_edges"})
+_DROP_KEPT_SIZE = "{?[key] <- [['graph_size']] :rm pt_meta {key}}"
+
+
+def as_block(script: str) -> str:
+    """The script as `{ }` blocks, to be chained with others in one script (one transaction).
+    Nothing is put before its first line, so Cozo's error offsets keep their line."""
+    if COMMENTS.sub("", script).lstrip().startswith("{"):
+        return script
+    return "{" + script + "\n}"
+
+
+def drop_kept_size(prog: Program, script: str, relations: set[str]) -> str:
+    """`script` (rendered from `prog`) with the kept graph counts dropped first when it writes
+    nodes or edges (its result stays the last block's; the first line keeps its number)."""
+    if prog.read_only or not COUNTED & set(prog.writes) or "pt_meta" not in relations:
+        return script
+    return _DROP_KEPT_SIZE + as_block(script)
+
+
 def line_of(text: str, offset: int) -> int:
     """Cozo reports byte offsets into the script; users want lines."""
     return text.encode("utf-8")[:offset].count(b"\n") + 1

@@ -535,3 +535,82 @@ def test_every_edge_leaves_a_node_of_the_graph(tmp_path):
         assert store.run("?[id] := *node_pos{id}, not *isg_nodes{id}").rows == []
     finally:
         store.close()
+
+
+def full_count(store) -> tuple[int, int]:
+    size = {r["what"]: r["n"] for r in Pt(Path("."), store).query("ingest.graph_size")}
+    return size["nodes"], size["edges"]
+
+
+def kept_count(store) -> tuple[int, int] | None:
+    size = {r["what"]: r["n"] for r in Pt(Path("."), store).query("ingest.kept_graph_size")}
+    return (size["nodes"], size["edges"]) if size else None
+
+
+def test_report_counts_are_the_graphs_after_every_kind_of_ingest(geo_ws, store):
+    # A full ingest reports counts kept from the last count when nothing wrote nodes or edges
+    # since (every writer drops them): after each step they are what a full count says.
+    steps = [
+        ("cold", lambda: None),
+        ("no change", lambda: None),
+        ("one file", lambda: (geo_ws / "geo/src/units.rs").write_text(
+            (geo_ws / "geo/src/units.rs").read_text() + "\npub fn quarter(x: f64) -> f64 { half(half(x)) }\n")),
+        ("removal", lambda: (geo_ws / "app/tests/smoke.rs").unlink()),
+        ("new file", lambda: (geo_ws / "geo/src/extra.rs").write_text("pub fn extra() -> u8 { 1 }\n")),
+        ("no change again", lambda: None),
+    ]
+    for name, change in steps:
+        change()
+        r = ingest(geo_ws, store)
+        assert (r.nodes, r.edges) == full_count(store), name
+        assert kept_count(store) == full_count(store), name
+
+
+def test_a_few_file_update_drops_the_kept_counts(geo_ws, store):
+    # `ingest(paths=...)` (pt watch, pt run fix) does not count; the counts kept before it are
+    # dropped by its writes, so the next full ingest counts again instead of reporting them.
+    ingest(geo_ws, store)
+    before = kept_count(store)
+    p = geo_ws / "geo/src/units.rs"
+    p.write_text(p.read_text() + "\npub fn quarter(x: f64) -> f64 { half(half(x)) }\n")
+    ingest(geo_ws, store, paths=["geo/src/units.rs"])
+    assert kept_count(store) is None
+    r = ingest(geo_ws, store)
+    assert (r.nodes, r.edges) == full_count(store) != before
+
+
+def test_a_no_change_ingest_writes_nothing(geo_ws, store, monkeypatch):
+    # Not even the workspace's crate rows (ingest.set_workspace) when cargo gives the same
+    # layout: any write would drop the kept counts, and a no-change ingest would count again.
+    ingest(geo_ws, store)
+    ran = []
+    real = Pt.run
+    monkeypatch.setattr(Pt, "run", lambda self, name, *a, **k: ran.append(self.registry.get(name)) or real(self, name, *a, **k))
+    r = ingest(geo_ws, store)
+    assert r.files_parsed == 0
+    assert [p.id for p in ran if not p.read_only] == []
+    assert kept_count(store) == full_count(store) == (r.nodes, r.edges)
+
+
+def test_a_changed_manifest_is_written_though_no_rs_file_changed(geo_ws, store):
+    # The workspace layout is compared with what is stored on every full ingest: a feature
+    # added, a dependency dropped, a new member crate all reach the graph.
+    ingest(geo_ws, store)
+    geo = geo_ws / "geo/Cargo.toml"
+    geo.write_text(geo.read_text().replace("fancy = []", "fancy = []\nsimd = []"))
+    r = ingest(geo_ws, store)
+    assert "feature:geo/simd" in node_ids(store)
+    assert ("feature:geo/simd", "crate:geo", "CONTAINS") in edges(store)
+    assert (r.nodes, r.edges) == full_count(store)
+    app = geo_ws / "app/Cargo.toml"
+    app.write_text(app.read_text().replace('geo = { path = "../geo" }', ""))
+    ingest(geo_ws, store)
+    assert ("crate:app", "crate:geo", "DEPENDS") not in edges(store)
+    (geo_ws / "util/src").mkdir(parents=True)
+    (geo_ws / "util/Cargo.toml").write_text('[package]\nname = "util"\nversion = "0.1.0"\nedition = "2021"\n')
+    (geo_ws / "util/src/lib.rs").write_text("pub fn one() -> u8 { 1 }\n")
+    root = geo_ws / "Cargo.toml"
+    root.write_text(root.read_text().replace('members = ["geo", "app"]', 'members = ["geo", "app", "util"]'))
+    r = ingest(geo_ws, store)
+    assert {"crate:util", "fn:util/src/lib.rs::one"} <= node_ids(store)
+    assert (r.nodes, r.edges) == full_count(store)

@@ -152,6 +152,17 @@ def test_cozo_parse_error_reported_as_file_line_of_rendered_text(pt, demo_ws):
     assert len(r.err.strip().splitlines()) == 1
 
 
+def test_a_writer_of_edges_reports_a_parse_error_on_its_own_line(pt, demo_ws):
+    # A program that writes isg_edges runs with a block put before its text (the kept graph
+    # counts go: runner/programs.py drop_kept_size); its errors still name the line of its text.
+    write_rule(demo_ws, "demo/bad_writer.cozo", BAD_SYNTAX.replace("demo.bad_syntax", "demo.bad_writer")
+               .replace("writes: []", "writes: [isg_edges]").replace("?[b] := b = = 2", "?[b] := b = = 2\n:put isg_edges {b}"))
+    r = pt("-C", str(demo_ws), "query", "bad_writer")
+    assert r.code == 2
+    compiled = demo_ws / ".parseltongue" / "target" / "compiled" / "demo.bad_writer.cozo"
+    assert f"{compiled}:9:" in r.err, r.err
+
+
 def test_write_through_read_only_program_is_refused(pt, demo_ws):
     r = pt("-C", str(demo_ws), "query", "sneaky")
     assert r.code == 2 and "writes 'pt_meta' but its front matter does not declare it" in r.err
