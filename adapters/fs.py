@@ -34,7 +34,8 @@ def _git_files(root: Path) -> list[str] | None:
     if out.returncode != 0:
         return None
     files = [f for f in out.stdout.decode("utf-8", "surrogateescape").split("\0") if f]
-    return [f for f in files if not (set(Path(f).parts[:-1]) & ALWAYS_SKIP) and (root / f).is_file()]
+    base = str(root)  # (os.path, not Path: 3,288 files took 0.1 s through pathlib)
+    return [f for f in files if not (set(f.split("/")[:-1]) & ALWAYS_SKIP) and os.path.isfile(os.path.join(base, f))]
 
 
 class _Ignore:

@@ -393,47 +393,24 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
         paths = [workspace_path(ws, p, cwd=ws) for p in paths]  # refuses a path outside
         if "" in paths:
             paths = None  # the workspace root named: everything, as with no paths
-    # A few-file update reuses the layout of the last full ingest (cargo metadata costs ~100 ms).
-    layout = layout or (paths is not None and _stored_layout(pt, ws)) or discover(ws, use_cargo)
+    # A few-file update reuses the layout of the last full ingest; a full one asks cargo
+    # (`cargo metadata`, 0.1-0.4 s) in a thread while the files are listed and compared.
+    layout = layout or (paths is not None and _stored_layout(pt, ws)) or None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        asked = pool.submit(discover, ws, use_cargo) if layout is None else None
+        if crates is not None and asked is not None:  # the scope needs it first
+            layout = asked.result()
+        t = time.perf_counter()
+        current, stale, deleted, candidates = _changes(pt, ws, paths, crates, layout, report)
+        timings["scan_s"] = time.perf_counter() - t
+        report.files_total = len(current)
+        layout = layout or asked.result()
     if paths is None:
         ws_rows = {"crates": [[c.name, c.root, c.manifest, c.is_member, c.features, c.deps] for c in layout.crates],
                    "targets": [[t.crate, t.name, t.kind, t.src_path, t.root_dir] for t in layout.targets]}
         if pt.run("ingest.workspace_same", ws_rows).rows:  # unchanged: no write, so the kept counts stay
             pt.run("ingest.set_workspace", ws_rows)
-    timings["discover_s"] = time.perf_counter() - t0
-
-    # What changed: stat every file, let the rule compare with file_state.
-    t = time.perf_counter()
-    dirs: list[str] = []
-    if paths is None:
-        on_disk = fs.rust_files(ws)
-        if crates is not None:
-            want = set(crates)
-            report.scoped = sorted(want)
-            on_disk = [f for f, row in file_crate_rows(layout, on_disk).items() if row[1] in want]
-    else:
-        on_disk, dirs = named_files(ws, paths)
-    current, missing = [], []
-    for rel in on_disk:
-        try:
-            st = os.stat(ws / rel)
-            current.append([rel, st.st_size, st.st_mtime])
-        except OSError:
-            missing.append(rel)
-    stale = pt.query("ingest.stale_files", current=current) if paths is None else \
-        [{"file_path": r[0], "state": "changed"} for r in current]
-    if dirs:  # a directory named: its stored files that are gone from disk are removed too
-        stale += [s for s in pt.query("ingest.stale_files", current=current)
-                  if s["state"] == "deleted" and any(s["file_path"].startswith(d + "/") for d in dirs)]
-    deleted = [s["file_path"] for s in stale if s["state"] == "deleted"] + missing
-    if crates is not None:  # stored files of other crates are outside this ingest, not deleted
-        deleted = [f for f in deleted if file_crate_rows(layout, [f])[f][1] in set(crates)]
-    candidates = [s["file_path"] for s in stale if s["state"] in ("new", "changed")]
-    if paths is None:  # files skipped last time are read again, to be reported as skipped again
-        again = {r["file_path"] for r in pt.query("ingest.skipped_files")} & {r[0] for r in current}
-        candidates += sorted(again - set(candidates))
-    report.files_total = len(current)
-    timings["scan_s"] = time.perf_counter() - t
+    timings["discover_s"] = time.perf_counter() - t0 - timings["scan_s"]
 
     # A cold ingest (nothing in the graph yet) needs no removal half, no "affected files" and
     # recounts hubs once at the end.
@@ -462,6 +439,41 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
     report.elapsed_s = time.perf_counter() - t0
     report.timings = {k: round(v, 4) for k, v in timings.items()}
     return report
+
+
+def _changes(pt: Pt, ws: Path, paths: list[str] | None, crates: list[str] | None, layout: cargo.Layout | None,
+             report: IngestReport) -> tuple[list, list[dict], list[str], list[str]]:
+    """What changed: stat every file, let the rule compare with file_state. Returns the files
+    on disk ([path, size, mtime]), their states, the deleted files and the files to read."""
+    dirs: list[str] = []
+    if paths is None:
+        on_disk = fs.rust_files(ws)
+        if crates is not None:
+            want = set(crates)
+            report.scoped = sorted(want)
+            on_disk = [f for f, row in file_crate_rows(layout, on_disk).items() if row[1] in want]
+    else:
+        on_disk, dirs = named_files(ws, paths)
+    current, missing, root = [], [], str(ws)
+    for rel in on_disk:
+        try:
+            st = os.stat(os.path.join(root, rel))
+            current.append([rel, st.st_size, st.st_mtime])
+        except OSError:
+            missing.append(rel)
+    stale = pt.query("ingest.stale_files", current=current) if paths is None else \
+        [{"file_path": r[0], "state": "changed"} for r in current]
+    if dirs:  # a directory named: its stored files that are gone from disk are removed too
+        stale += [s for s in pt.query("ingest.stale_files", current=current)
+                  if s["state"] == "deleted" and any(s["file_path"].startswith(d + "/") for d in dirs)]
+    deleted = [s["file_path"] for s in stale if s["state"] == "deleted"] + missing
+    if crates is not None:  # stored files of other crates are outside this ingest, not deleted
+        deleted = [f for f in deleted if file_crate_rows(layout, [f])[f][1] in set(crates)]
+    candidates = [s["file_path"] for s in stale if s["state"] in ("new", "changed")]
+    if paths is None:  # files skipped last time are read again, to be reported as skipped again
+        again = {r["file_path"] for r in pt.query("ingest.skipped_files")} & {r[0] for r in current}
+        candidates += sorted(again - set(candidates))
+    return current, stale, deleted, candidates
 
 
 def ingest_for_seed(workspace: str | os.PathLike, store: Store, seed: str, *, progress=False,
