@@ -76,10 +76,11 @@ import blake3
 import tree_sitter
 import tree_sitter_rust
 
-__all__ = ["extract", "FileFacts", "NotUtf8Error", "BinaryFileError"]
+__all__ = ["extract", "extract_region", "FileFacts", "NotUtf8Error", "BinaryFileError"]
 
 _LANGUAGE = tree_sitter.Language(tree_sitter_rust.language())
 _PARSER = tree_sitter.Parser(_LANGUAGE)
+_RANGE_PARSER = tree_sitter.Parser(_LANGUAGE)  # parses only given byte ranges (extract_region)
 
 # One query over the whole tree: the C side does the traversal and Python only
 # touches the captured nodes (a Python walk over every node would cost about
@@ -211,6 +212,36 @@ def extract(rel_path: str, data: bytes) -> FileFacts:
         raise NotUtf8Error(rel_path) from None
     tree = _PARSER.parse(data)
     return _FileExtractor(rel_path, data, tree.root_node).run()
+
+
+def extract_region(rel_path: str, data: bytes, ranges: list[tuple[int, int]],
+                   seen: dict[str, int], next_start: int | None) -> FileFacts | None:
+    """The facts of the items inside `ranges` (sorted, disjoint byte ranges of `data`: the edited
+    region of a file, and the text between its other top-level items that is not whitespace),
+    and the file node - as `extract` of the whole file would give them, positions included:
+    the parser reads only those ranges, so the items outside them cost nothing. `seen` counts
+    the ids of the top-level items before the region (their `~n` duplicates); `next_start` is
+    where the first top-level item after the region starts. None when the result could differ
+    from a whole-file extraction: a syntax error, or an attribute or doc comment of the region
+    that would belong to the item at `next_start`. (`data` is valid UTF-8 without NUL bytes:
+    the caller checked a stored version of it.)"""
+    points, row, at = [], 0, 0
+    for s, e in ranges:
+        row += data.count(b"\n", at, s)
+        ps = (row, s - data.rfind(b"\n", 0, s) - 1)
+        row += data.count(b"\n", s, e)
+        points.append(tree_sitter.Range(ps, (row, e - data.rfind(b"\n", 0, e) - 1), s, e))
+        at = e
+    _RANGE_PARSER.included_ranges = points
+    tree = _RANGE_PARSER.parse(data)
+    if tree.root_node.has_error:
+        return None
+    ex = _FileExtractor(rel_path, data, tree.root_node)
+    ex.seen_ids = dict(seen)
+    facts = ex.run()
+    if next_start is not None and ex._leading(next_start)[0] != next_start:
+        return None
+    return facts
 
 
 class _Item:
@@ -765,8 +796,8 @@ class _FileExtractor:
         stem = self.rel.rsplit("/", 1)[-1]
         if stem.endswith(".rs"):
             stem = stem[:-3]
-        end = self.root.end_point
-        line_end = end.row + 1 if end.column > 0 else max(end.row, 1)
+        rows = data.count(b"\n")
+        line_end = rows + 1 if len(data) > data.rfind(b"\n") + 1 else max(rows, 1)
         errs = len(self.err_starts) + len(self.missing)
         return (file_id, self.rel, "file", stem, "", "", 0, "", "", "", "", cfg, features,
                 self.file_test, doc, 0, len(data), 1, line_end, errs,

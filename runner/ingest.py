@@ -27,6 +27,7 @@ import blake3
 from ..adapters import cargo, fs
 from ..adapters.store import Store, StoreError
 from ..adapters.treesitter import BinaryFileError, FileFacts, NotUtf8Error, extract
+from . import edit_region
 from . import programs as P
 from . import text_index
 from .api import Pt, named_files, workspace_path
@@ -179,16 +180,22 @@ class _Rows:
     def __init__(self) -> None:
         self.files: list[str] = []
         self.p: dict[str, list] = {k: [] for k in ("nodes", "code", "calls", "uses", "type_refs", "impls",
-                                                   "bounds", "file_state", "file_crate")}
+                                                   "bounds", "file_state", "file_crate", "partial", "redo",
+                                                   "shifted")}
 
     def add(self, rel: str, facts: FileFacts | None, digest: str, size: int, mtime: float,
-            fc_row: list, now: float) -> None:
+            fc_row: list, now: float, region: edit_region.Region | None = None) -> None:
         self.files.append(rel)
         p = self.p
         p["file_crate"].append(fc_row)
         p["file_state"].append([rel, digest, size, mtime, facts.parse_error_count if facts else 0, now])
         if facts is None:
             return
+        if region is not None:  # the facts are the edited region's: the rule keeps the rest
+            p["partial"].append([rel, region.byte_shift, region.line_shift])
+            p["redo"].extend([rel, i] for i in region.redo)
+            if region.byte_shift or region.line_shift:
+                p["shifted"].extend([rel, i] for i in region.shifted)
         p["nodes"].extend(facts.nodes)
         recovered = {n[0] for n in facts.nodes if n[21]}
         p["code"].extend([i, c, i in recovered] for i, c in facts.code)
@@ -247,9 +254,12 @@ class _Update:
     batch's facts, touched files and - for a small update - its edges go in together."""
 
     def __init__(self, pt: Pt, ws: Path, report: IngestReport, timings: dict, *, cold: bool,
-                 stored: dict[str, str], defer_text: bool, jobs: int, progress, parse_map=None) -> None:
+                 stored: dict[str, str], defer_text: bool, jobs: int, progress, parse_map=None,
+                 items: dict[str, list] | None = None) -> None:
         self.pt, self.ws, self.report, self.timings = pt, ws, report, timings
         self.parse_map = parse_map
+        self.items = items or {}  # file -> its stored items (ingest.file_items): extracted in part
+        self.regions: dict[str, edit_region.Region] = {}
         self.cold, self.stored, self.defer_text, self.jobs, self.progress = cold, stored, defer_text, jobs, progress
         self.text_deferred = False
         self.pending: list[Step] = []
@@ -275,13 +285,15 @@ class _Update:
         """Queue a batch's writes; `now` runs them (with whatever was queued) right away."""
         pt = self.pt
         fresh = self.cold or not any(f in self.stored for f in rows.files)
+        part = {k: rows.p[k] for k in ("partial", "redo")}
         if not self.cold:
             new_names = sorted({n[3] for n in rows.p["nodes"] if n[3]})
             self.affected.update(r["file_path"] for r in pt.query("ingest.affected_files", files=rows.files,
-                                                                  new_names=new_names))
+                                                                  new_names=new_names, **part))
         if not fresh:
             for r in pt.query("ingest.changed_nodes", files=rows.files,
-                              nodes=[[n[1], n[0], n[20], n[17], n[3]] for n in rows.p["nodes"]]):
+                              nodes=[[n[1], n[0], n[20], n[17], n[3]] for n in rows.p["nodes"]],
+                              shifted=rows.p["shifted"], **part):
                 self.partial.setdefault(r["file_path"], set()).add(r["id"])
         self.pending.append(("ingest.replace_files", rows.params(), {"fresh": fresh}))
         if self.defer_text:
@@ -290,7 +302,8 @@ class _Update:
                 self.text_deferred = True
         else:  # the full-text side relation behind `pt query search` (only nodes whose hash changed)
             self.pending.append(("retrieval.index_text", {"files": rows.files,
-                                                          "nids": text_index.nids(n[0] for n in rows.p["nodes"])}, {}))
+                                                          "nids": text_index.nids(n[0] for n in rows.p["nodes"]),
+                                                          "partial": [p[0] for p in rows.p["partial"]]}, {}))
         if now:
             self.flush()
 
@@ -301,7 +314,9 @@ class _Update:
         now = time.time()
         changed, touched, rows, write_s = [], [], _Rows(), 0.0
         step, close = progress_counter(self.progress, len(candidates), "pt ingest: parsing")
-        for rel, facts, digest, err, size, mtime in _parse_iter(self.ws, candidates, self.jobs, self.parse_map):
+        parsed = (self._parse_in_part(rel) for rel in candidates) if self.items else \
+            _parse_iter(self.ws, candidates, self.jobs, self.parse_map)
+        for rel, facts, digest, err, size, mtime in parsed:
             step(1)
             if err:
                 self.report.files_skipped.append([rel, err])
@@ -311,7 +326,7 @@ class _Update:
                 continue
             changed.append(rel)
             self.report.parse_errors += facts.parse_error_count if facts else 0
-            rows.add(rel, facts, digest, size, mtime, fc[rel], now)
+            rows.add(rel, facts, digest, size, mtime, fc[rel], now, self.regions.get(rel))
             if len(rows.files) >= WRITE_BATCH_FILES:
                 tw = time.perf_counter()
                 self.write(rows)
@@ -327,6 +342,26 @@ class _Update:
         self.timings["parse_write_s"] = time.perf_counter() - t
         self.timings["write_s"] = write_s
         return changed
+
+    def _parse_in_part(self, rel: str) -> tuple:
+        """_parse_one, but an edited file whose stored items are known gets only its edited
+        region extracted (runner/edit_region.py) when that gives what the whole file would."""
+        items = self.items.get(rel)
+        if not items:
+            return _parse_one((str(self.ws), rel))
+        try:
+            st = os.stat(self.ws / rel)
+            data = (self.ws / rel).read_bytes()
+        except OSError as exc:
+            return rel, None, "", f"unreadable: {exc.strerror}", 0, 0.0
+        digest = blake3.blake3(data).hexdigest()
+        if digest != self.stored.get(rel) and b"\x00" not in data and _utf8(data):
+            r = edit_region.region(data, items)
+            facts = edit_region.extract(rel, data, r) if r is not None else None
+            if facts is not None:
+                self.regions[rel] = r
+                return rel, facts, digest, "", st.st_size, st.st_mtime
+        return parse_bytes(rel, data, st.st_size, st.st_mtime)
 
     def resolve(self, changed: list[str], deleted: list[str]) -> None:
         """Edges: out of every changed file, and out of the files that referred to changed names.
@@ -420,8 +455,13 @@ def ingest(workspace: str | os.PathLike, store: Store, *, paths: list[str] | Non
     # A large ingest leaves the full-text index to its first reader (runner/api.py): its FTS
     # postings cost about as much as the rest of the ingest put together.
     defer_text = len(candidates) >= TEXT_DEFER_MIN_FILES or text_index.pending(pt)
+    # A few stored files: their stored items tell what an edit left as it was (runner/edit_region.py).
+    items: dict[str, list] = {}
+    if not cold and parse_map is None and 0 < len(candidates) <= edit_region.MAX_FILES:
+        for r in pt.query("ingest.file_items", files=[f for f in candidates if f in stored]):
+            items.setdefault(r["file_path"], []).append(r)
     run = _Update(pt, ws, report, timings, cold=cold, stored=stored, defer_text=defer_text,
-                  jobs=jobs or os.cpu_count() or 1, progress=progress, parse_map=parse_map)
+                  jobs=jobs or os.cpu_count() or 1, progress=progress, parse_map=parse_map, items=items)
     # A large ingest writes with the rollback journal: WAL would write every page twice.
     with store.bulk() if len(candidates) > RESOLVE_BATCH_FILES else nullcontext():
         run.remove(deleted)
@@ -499,6 +539,14 @@ def ingest_for_seed(workspace: str | os.PathLike, store: Store, seed: str, *, pr
         if started is not None:
             started.cancel()
         raise
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _batches(files: list[str]) -> list[list[str]]:

@@ -361,6 +361,9 @@ def test_incremental_edit_writes_the_facts_of_a_cold_ingest(geo_ws, store, edit,
     store.run("?[id, ra_signature] <- [['fn:app/src/main.rs::report', 'fn report(..)'], "
               "['fn:app/src/main.rs::main', 'fn main()']] "
               ":update isg_nodes {id => ra_signature}")
+    # (hydrate.write_files stamps every node of a file it hydrated, the file node included)
+    store.run("?[id, ra_hydrated_ts] := *isg_nodes:by_file{file_path: 'app/src/main.rs', id}, ra_hydrated_ts = 1.0 "
+              ":update isg_nodes {id => ra_hydrated_ts}")
     store.run("?[src_id, dst_id, kind, provenance, evidence, weight] <- [['fn:app/src/main.rs::report', "
               "'fn:geo/src/lib.rs::total', 'CALLS', 'ra', 'app/src/main.rs:5', 1.0]] "
               ":put isg_edges {src_id, dst_id, kind => provenance, evidence, weight}")
