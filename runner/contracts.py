@@ -74,7 +74,8 @@ def key_line(text: str, key: str, under: str | None = None) -> int:
 
 def code_only(text: str) -> str:
     """Strings and comments replaced by spaces, newlines kept (offsets and lines stay)."""
-    return _NOISE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+    # (a regex substitution per string and comment made this ~0.1 s of every command's start)
+    return _NOISE.sub(lambda m: "\n".join(" " * len(part) for part in m.group(0).split("\n")), text)
 
 
 def _line_at(text: str, offset: int) -> int:
