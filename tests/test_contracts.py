@@ -223,3 +223,13 @@ def test_pt_test_checks_every_flow_step_names_a_program(pt, ws, monkeypatch, tmp
         flows.flow.cache_clear()
     assert r.code == 2, (r.code, r.err)
     assert f"{declared}: step facts: no program 'fix.no_such_step'" in r.err, r.err
+
+
+def test_code_only_blanks_strings_and_comments_keeping_every_offset():
+    from parseltongue.runner.contracts import code_only
+
+    text = "?[a] := a = '$x # no', b = \"it\\'s\" # $y\n/* $z\n  two */ c = $p\n"
+    out = code_only(text)
+    assert len(out) == len(text) and [i for i, c in enumerate(out) if c == "\n"] == [i for i, c in enumerate(text) if c == "\n"]
+    assert "$x" not in out and "$y" not in out and "$z" not in out and "$p" in out
+    assert out.index("$p") == text.index("$p") and out.startswith("?[a] := a = ")
