@@ -2,33 +2,15 @@
 are extracted and handed to the rules, and the graph is the one a whole-file ingest gives."""
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from parseltongue.adapters.store import open_store
 from parseltongue.runner import edit_region
 from parseltongue.runner.ingest import ingest
 
-from conftest import FIXTURES
-from test_ingest import fact_rows
+from test_ingest import geo_ws, same_as_cold, store  # noqa: F401 (geo_ws, store: fixtures)
 
 LIB = "geo/src/lib.rs"
 TOTAL = "pub fn total<T: Area>(items: &[T]) -> f64 {"
-
-
-@pytest.fixture
-def geo_ws(tmp_path):
-    ws = tmp_path / "ws"
-    shutil.copytree(FIXTURES / "ingest_ws", ws)
-    return ws
-
-
-@pytest.fixture(params=["mem", "sqlite"])
-def store(request, tmp_path):
-    s = open_store("mem" if request.param == "mem" else str(tmp_path / "graph.db"))
-    yield s
-    s.close()
 
 
 @pytest.fixture
@@ -43,17 +25,6 @@ def extracted(monkeypatch):
         return facts
     monkeypatch.setattr(edit_region, "extract", spy)
     return seen
-
-
-def same_as_cold(ws, store):
-    cold = open_store("mem")
-    try:
-        ingest(ws, cold)
-        got, want = fact_rows(store), fact_rows(cold)
-        for rel in want:
-            assert got[rel] == want[rel], rel
-    finally:
-        cold.close()
 
 
 @pytest.mark.parametrize("edit, redone", [

@@ -331,6 +331,18 @@ def fact_rows(store):
     return out
 
 
+def same_as_cold(ws, store):
+    """Every fact in `store` is what a cold ingest of the tree as it is now gives."""
+    cold = open_store("mem")
+    try:
+        ingest(ws, cold)
+        got, want = fact_rows(store), fact_rows(cold)
+        for rel in want:
+            assert got[rel] == want[rel], rel
+    finally:
+        cold.close()
+
+
 @pytest.mark.parametrize("edit, report_same", [
     # bytes inserted on a line: the spans (and call-site keys) of every later node shift
     (lambda t: t.replace("fn report(label: &str, value: f64) -> String {",
@@ -374,14 +386,7 @@ def test_incremental_edit_writes_the_facts_of_a_cold_ingest(geo_ws, store, edit,
     assert (ra in edges(store)) == report_same
     store.run("?[src_id, dst_id, kind] <- [[$s, $d, $k]] :rm isg_edges {src_id, dst_id, kind}",
               {"s": ra[0], "d": ra[1], "k": ra[2]})
-    cold = open_store("mem")
-    try:
-        ingest(geo_ws, cold)
-        got, want = fact_rows(store), fact_rows(cold)
-        for rel in want:
-            assert got[rel] == want[rel], rel
-    finally:
-        cold.close()
+    same_as_cold(geo_ws, store)
 
 
 def test_cold_ingest_in_parallel_batches_gives_the_same_graph(geo_ws, store, monkeypatch):
