@@ -202,14 +202,18 @@ class FileFacts:
     error_spans: list = field(default_factory=list)
 
 
-def extract(rel_path: str, data: bytes) -> FileFacts:
-    """Parse one Rust file and return its items and raw edge facts."""
+def _check_text(rel_path: str, data: bytes) -> None:
     if b"\x00" in data:
         raise BinaryFileError(rel_path)
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
         raise NotUtf8Error(rel_path) from None
+
+
+def extract(rel_path: str, data: bytes) -> FileFacts:
+    """Parse one Rust file and return its items and raw edge facts."""
+    _check_text(rel_path, data)
     tree = _PARSER.parse(data)
     return _FileExtractor(rel_path, data, tree.root_node).run()
 
@@ -223,8 +227,8 @@ def extract_region(rel_path: str, data: bytes, ranges: list[tuple[int, int]],
     the ids of the top-level items before the region (their `~n` duplicates); `next_start` is
     where the first top-level item after the region starts. None when the result could differ
     from a whole-file extraction: a syntax error, or an attribute or doc comment of the region
-    that would belong to the item at `next_start`. (`data` is valid UTF-8 without NUL bytes:
-    the caller checked a stored version of it.)"""
+    that would belong to the item at `next_start`. Bytes `extract` refuses raise its errors."""
+    _check_text(rel_path, data)
     points, row, at = [], 0, 0
     for s, e in ranges:
         row += data.count(b"\n", at, s)

@@ -110,14 +110,18 @@ def discover(workspace: Path, use_cargo: bool) -> cargo.Layout:
 def _parse_one(args: tuple[str, str]) -> tuple[str, FileFacts | None, str, str, int, float]:
     """Worker: read, hash and extract one file. Returns (path, facts, hash, error, size, mtime)."""
     root, rel = args
-    path = os.path.join(root, rel)
     try:
-        st = os.stat(path)
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data, st = _read(root, rel)
     except OSError as exc:
         return rel, None, "", f"unreadable: {exc.strerror}", 0, 0.0
     return parse_bytes(rel, data, st.st_size, st.st_mtime)
+
+
+def _read(root: str, rel: str) -> tuple[bytes, os.stat_result]:
+    path = os.path.join(root, rel)
+    st = os.stat(path)
+    with open(path, "rb") as fh:
+        return fh.read(), st
 
 
 def parse_bytes(rel: str, data: bytes, size: int, mtime: float) -> tuple[str, FileFacts | None, str, str, int, float]:
@@ -350,14 +354,16 @@ class _Update:
         if not items:
             return _parse_one((str(self.ws), rel))
         try:
-            st = os.stat(self.ws / rel)
-            data = (self.ws / rel).read_bytes()
+            data, st = _read(str(self.ws), rel)
         except OSError as exc:
             return rel, None, "", f"unreadable: {exc.strerror}", 0, 0.0
         digest = blake3.blake3(data).hexdigest()
-        if digest != self.stored.get(rel) and b"\x00" not in data and _utf8(data):
+        if digest != self.stored.get(rel):
             r = edit_region.region(data, items)
-            facts = edit_region.extract(rel, data, r) if r is not None else None
+            try:
+                facts = edit_region.extract(rel, data, r) if r is not None else None
+            except (NotUtf8Error, BinaryFileError):
+                facts = None  # parse_bytes reports it as the whole-file path does
             if facts is not None:
                 self.regions[rel] = r
                 return rel, facts, digest, "", st.st_size, st.st_mtime
@@ -540,13 +546,6 @@ def ingest_for_seed(workspace: str | os.PathLike, store: Store, seed: str, *, pr
             started.cancel()
         raise
 
-
-def _utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-        return True
-    except UnicodeDecodeError:
-        return False
 
 
 def _batches(files: list[str]) -> list[list[str]]:
